@@ -1,0 +1,14 @@
+# The two commands of the README. Both set up .venv first (created on first use, reused after).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: env run test
+env:
+	VENV=$(VENV) bash scripts/setup_env.sh
+
+# Main job on ml-100k (shipped inside RecBole).
+run: env
+	$(PY) run_recbole_pcl.py --model=SASRec --dataset=ml-100k --epochs=3
+
+test: env
+	$(PY) -m pytest -q tests

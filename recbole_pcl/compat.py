@@ -1,0 +1,138 @@
+"""Compatibility of RecBole 1.2.1 with today's numpy, pandas and torch.
+
+RecBole 1.2.1 (its latest release) was written for numpy 1.x, pandas 1.x and torch < 2.6. Every
+incompatibility we measured is handled here, in one place, by :func:`apply` — called when
+``recbole_pcl`` is imported, before any RecBole code runs. Nothing in RecBole's files is changed.
+
+1. numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_`` (touched by every
+   ``Config()`` in ``compatibility_settings``) and ``np.float`` (used for float-sequence fields in
+   ``Dataset._fill_nan``). We restore them as aliases of the types they always meant.
+2. pandas 3 (copy-on-write): ``feat[field].fillna(..., inplace=True)`` fills a temporary copy and
+   silently leaves every NaN in place. RecBole does this in ``Dataset._fill_nan`` (NaN survives in
+   token and float fields) and in ``Dataset._load_feat`` (an empty token_seq/float_seq cell then
+   crashes the split). :func:`fill_nan` and :func:`load_feat` replace the two methods with the same
+   semantics (token -> 0 = [PAD], float -> column mean, empty sequences -> empty arrays), assigning
+   results instead of filling in place.
+3. pandas 3 changed ``Series.agg(len)`` to return the length of the Series instead of each cell's
+   length. RecBole uses it on every token_seq/float_seq field (``_remap``, normalisation,
+   discretisation, KG remapping, benchmark presets) to split flattened ids back into sequences, so a
+   token_seq field such as ml-100k's genres is silently mangled or crashes. :func:`apply` restores
+   the element-wise meaning for exactly that call, ``Series.agg(len)``; nothing else changes.
+4. torch >= 2.6 loads with ``weights_only=True``; RecBole's checkpoints pickle its whole ``Config``.
+   That is not patched here: our trainer (:mod:`recbole_pcl.trainer.trainer`) writes checkpoints of
+   tensors and plain data only, which load safely with ``weights_only=True``.
+5. ``recbole.quick_start`` imports ``ray.tune`` at import time and RecBole pins ``ray<=2.6.3``
+   (no wheel for Python 3.12, crashes under numpy 2). We install a current Ray and never import
+   ``recbole.quick_start`` on our own paths.
+"""
+import numpy as np
+
+_NUMPY_ALIASES = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_, "float": float}
+
+
+def restore_numpy_aliases():
+    for name, value in _NUMPY_ALIASES.items():
+        if name not in np.__dict__:
+            setattr(np, name, value)
+
+
+def fill_nan(self):
+    """Copy-on-write-safe replacement of ``recbole.data.dataset.Dataset._fill_nan``."""
+    from recbole.utils import FeatureType
+
+    for feat_name in self.feat_name_list:
+        feat = getattr(self, feat_name)
+        for field in feat:
+            ftype = self.field2type[field]
+            if ftype == FeatureType.TOKEN:
+                feat[field] = feat[field].fillna(value=0)
+            elif ftype == FeatureType.FLOAT:
+                feat[field] = feat[field].fillna(value=feat[field].mean())
+            else:
+                dtype = np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64
+                feat[field] = feat[field].apply(
+                    lambda x: np.array([], dtype=dtype) if isinstance(x, float) else x
+                )
+
+
+def load_feat(self, filepath, source):
+    """Copy-on-write-safe replacement of ``recbole.data.dataset.Dataset._load_feat``."""
+    import pandas as pd
+    from recbole.utils import FeatureSource, FeatureType
+
+    load_col, unload_col = self._get_load_and_unload_col(source)
+    if load_col == set():
+        return None
+    sep, encoding = self.config["field_separator"], self.config["encoding"]
+    with open(filepath, "r", encoding=encoding) as f:
+        header = f.readline().rstrip("\r\n").split(sep)
+    fields, usecols, dtype = [], [], {}
+    for column in header:
+        field, ftype = column.split(":")
+        try:
+            ftype = FeatureType(ftype)
+        except ValueError:
+            raise ValueError(f"Type {ftype} from field {field} is not supported.")
+        if (load_col is not None and field not in load_col) or (unload_col is not None and field in unload_col):
+            continue
+        if isinstance(source, FeatureSource) or source != "link":
+            self.field2source[field], self.field2type[field] = source, ftype
+            if not ftype.value.endswith("seq"):
+                self.field2seqlen[field] = 1
+            if "float" in ftype.value:
+                self.field2bucketnum[field] = 2
+        fields.append(field)
+        usecols.append(column)
+        dtype[column] = np.float64 if ftype == FeatureType.FLOAT else str
+    if not fields:
+        self.logger.warning(f"No columns has been loaded from [{source}]")
+        return None
+    df = pd.read_csv(filepath, delimiter=sep, usecols=usecols, dtype=dtype, encoding=encoding, engine="python")
+    df.columns = fields
+    for field in fields:
+        ftype = self.field2type[field]
+        if not ftype.value.endswith("seq"):
+            continue
+        cast = str if ftype == FeatureType.TOKEN_SEQ else float
+        df[field] = [
+            np.array([cast(x) for x in cell.split(self.config["seq_separator"]) if x])
+            for cell in df[field].fillna("").values
+        ]
+        max_len = max(map(len, df[field].values))
+        seq_len = (self.config["seq_len"] or {}).get(field)
+        if seq_len:
+            df[field] = [seq[:seq_len] for seq in df[field].values]
+            self.field2seqlen[field] = min(seq_len, max_len)
+        else:
+            self.field2seqlen[field] = max_len
+    return df
+
+
+def _elementwise_len_agg(original):
+    def agg(self, func=None, axis=0, *args, **kwargs):
+        if func is len and not args and not kwargs:
+            return self.map(len)
+        return original(self, func, axis, *args, **kwargs)
+
+    agg.__wrapped__ = original
+    return agg
+
+
+_applied = False
+
+
+def apply():
+    """Make RecBole 1.2.1 run on numpy 2 / pandas 3. Idempotent."""
+    global _applied
+    if _applied:
+        return
+    restore_numpy_aliases()
+    import pandas as pd
+
+    if not isinstance(pd.Series([[1, 2]]).agg(len), pd.Series):
+        pd.Series.agg = pd.Series.aggregate = _elementwise_len_agg(pd.Series.agg)
+    from recbole.data.dataset import Dataset
+
+    Dataset._fill_nan = fill_nan
+    Dataset._load_feat = load_feat
+    _applied = True

@@ -1,0 +1,1 @@
+from recbole_pcl.config.configurator import Config

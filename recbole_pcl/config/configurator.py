@@ -1,0 +1,63 @@
+"""RecBole ``Config`` that knows recbole_pcl's models and property files.
+
+Order of precedence, lowest first: RecBole's internal defaults -> ``properties/overall.yaml`` ->
+``properties/dataset/<dataset>.yaml`` -> ``properties/model/<model>.yaml`` -> user yaml files ->
+``config_dict`` -> ``cmd_args`` (``--key=value`` strings).
+
+Unlike RecBole's, this Config never reads ``sys.argv``: command-line options reach it only through
+``cmd_args`` (``run_recbole_pcl.py`` passes them), so pytest's own options cannot leak in.
+"""
+import os
+
+from recbole.config import Config as RecBoleConfig
+
+from recbole_pcl.utils.errors import PCLError
+from recbole_pcl.utils.utils import get_model, properties_dir
+
+
+class Config(RecBoleConfig):
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
+        self._cmd_args = list(cmd_args or [])
+        for file in config_file_list or []:
+            if not os.path.isfile(file):
+                raise PCLError(f"config file not found: {file}")
+        super().__init__(model, dataset, config_file_list, config_dict)
+
+    def _load_cmd_line(self):
+        cmd_config_dict = {}
+        for arg in self._cmd_args:
+            key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+            if not key or not sep:
+                raise PCLError(f"command-line option '{arg}' is not of the form --key=value")
+            if key in cmd_config_dict and cmd_config_dict[key] != value:
+                raise PCLError(f"command-line option --{key} is given twice with different values")
+            cmd_config_dict[key] = value
+        return self._convert_config_dict(cmd_config_dict)
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+        if dataset is None:
+            dataset = self.external_config_dict.get("dataset")
+        if model is None or dataset is None:
+            missing = "model" if model is None else "dataset"
+            raise PCLError(f"no {missing} given: use --{missing}=NAME, a config file or config_dict")
+        model_class = get_model(model) if isinstance(model, str) else model
+        return model_class.__name__, model_class, dataset
+
+    def _set_default_parameters(self):
+        # RecBole insists on train_neg_sample_args: ~ for CE-loss sequential models but its default
+        # samples; drop the default (not a user's explicit choice) so `--model=SASRec` just runs.
+        final = self.final_config_dict
+        if final.get("loss_type") == "CE" and "train_neg_sample_args" not in self.external_config_dict:
+            final["train_neg_sample_args"] = None
+        super()._set_default_parameters()
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        props = properties_dir()
+        for file in (props / "overall.yaml", props / "dataset" / f"{dataset}.yaml", props / "model" / f"{model}.yaml"):
+            if file.is_file():
+                config_dict = self._update_internal_config_dict(file)
+                if file.parent.name == "dataset" and config_dict:
+                    self.parameters["Dataset"] += [k for k in config_dict if k not in self.parameters["Dataset"]]

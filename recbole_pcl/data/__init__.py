@@ -1,0 +1,1 @@
+from recbole_pcl.data.utils import create_dataset, data_preparation

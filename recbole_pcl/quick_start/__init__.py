@@ -1,0 +1,1 @@
+from recbole_pcl.quick_start.quick_start import run_recbole_pcl

@@ -1,0 +1,63 @@
+"""RecBole 1.2.1 on numpy 2 / pandas 3: the compat module's fixes, shown on real loading."""
+import numpy as np
+import pytest
+
+import recbole_pcl  # noqa: F401  (applies the compat shims)
+from recbole.data.dataset import SequentialDataset
+from recbole_pcl.config import Config
+
+
+def test_numpy_aliases_restored():
+    assert np.float_ is np.float64 and np.complex_ is np.complex128 and np.unicode_ is np.str_
+
+
+def _load(tmp_path, inter_rows, item_rows=None):
+    d = tmp_path / "nanset"
+    d.mkdir()
+    (d / "nanset.inter").write_text("\n".join(inter_rows) + "\n")
+    load_col = {"inter": inter_rows[0].replace(":token", "").replace(":float", "").split("\t")}
+    if item_rows:
+        (d / "nanset.item").write_text("\n".join(item_rows) + "\n")
+        load_col["item"] = ["item_id", "class"]
+    config = Config(
+        "SASRec",
+        "nanset",
+        config_dict={"data_path": str(tmp_path), "load_col": load_col, "normalize_all": False, "state": "WARNING"},
+    )
+    return SequentialDataset(config)
+
+
+def test_nan_in_float_and_token_fields_is_filled(tmp_path):
+    ds = _load(
+        tmp_path,
+        [
+            "user_id:token\titem_id:token\ttimestamp:float\tscore:float\tsource:token",
+            "u1\ti1\t1\t1.0\ta",
+            "u1\ti2\t2\t\tb",  # NaN float
+            "u1\ti3\t3\t3.0\t",  # NaN token
+            "u2\ti1\t1\t5.0\ta",
+            "u2\ti3\t2\t\t",  # both
+        ],
+    )
+    df = ds.inter_feat
+    assert not df["score"].isna().any() and not df["source"].isna().any()
+    rows = {
+        (ds.id2token("user_id", u), ds.id2token("item_id", i)): (s, ds.id2token("source", t))
+        for u, i, s, t in zip(df["user_id"], df["item_id"], df["score"], df["source"])
+    }
+    # float NaN -> mean of the present values (1, 3, 5); token NaN -> [PAD] (id 0)
+    assert rows[("u1", "i2")] == (pytest.approx(3.0), "b")
+    assert rows[("u1", "i3")] == (pytest.approx(3.0), "[PAD]")
+    assert rows[("u2", "i3")] == (pytest.approx(3.0), "[PAD]")
+    assert rows[("u1", "i1")] == (pytest.approx(1.0), "a")
+
+
+def test_empty_token_seq_cell_loads_as_empty_sequence(tmp_path):
+    ds = _load(
+        tmp_path,
+        ["user_id:token\titem_id:token\ttimestamp:float", "u1\ti1\t1", "u1\ti2\t2"],
+        ["item_id:token\tclass:token_seq", "i1\tDrama Comedy", "i2\t"],
+    )
+    classes = {ds.id2token("item_id", i): list(ds.id2token("class", c)) for i, c in zip(ds.item_feat["item_id"], ds.item_feat["class"])}
+    assert sorted(classes["i1"]) == ["Comedy", "Drama"]
+    assert len(classes["i2"]) == 0
