@@ -3,4 +3,6 @@ from recbole_pcl import compat
 
 compat.apply()
 
+from recbole_pcl import evaluator  # noqa: E402  registers Accuracy with RecBole's evaluator
+
 __version__ = "0.1.0"

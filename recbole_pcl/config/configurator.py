@@ -7,7 +7,9 @@ Order of precedence, lowest first: RecBole's internal defaults -> ``properties/o
 Unlike RecBole's, this Config never reads ``sys.argv``: command-line options reach it only through
 ``cmd_args`` (``run_recbole_pcl.py`` passes them), so pytest's own options cannot leak in.
 """
+import inspect
 import os
+from pathlib import Path
 
 from recbole.config import Config as RecBoleConfig
 
@@ -56,7 +58,12 @@ class Config(RecBoleConfig):
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
         props = properties_dir()
-        for file in (props / "overall.yaml", props / "dataset" / f"{dataset}.yaml", props / "model" / f"{model}.yaml"):
+        recbole_models = Path(inspect.getfile(RecBoleConfig)).resolve().parents[1] / "properties" / "model"
+        # A plugin model that extends a RecBole model (PCL extends SASRec) inherits its yaml defaults.
+        ancestors = [c.__name__ for c in reversed(model_class.__mro__[1:])]
+        files = [recbole_models / f"{name}.yaml" for name in ancestors]
+        files += [props / "overall.yaml", props / "dataset" / f"{dataset}.yaml", props / "model" / f"{model}.yaml"]
+        for file in files:
             if file.is_file():
                 config_dict = self._update_internal_config_dict(file)
                 if file.parent.name == "dataset" and config_dict:

@@ -7,11 +7,14 @@ from recbole.utils import get_environment, get_flops, init_logger, init_seed, se
 
 from recbole_pcl.config import Config
 from recbole_pcl.data import create_dataset, data_preparation
+from recbole_pcl.data.continual import ContinualData
+from recbole_pcl.trainer.continual_trainer import ContinualRun
 from recbole_pcl.utils import get_model, get_trainer
 
 
 def run_recbole_pcl(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, cmd_args=None):
-    """Train and test ``model`` on ``dataset``; returns RecBole's result dict.
+    """Train and test ``model`` on ``dataset``; returns RecBole's result dict, or for a continual
+    model (PCL) the continual run's result (per-task metrics, BWT/FWT, run directory).
 
     Args:
         model (str): a recbole_pcl model (``PCL``) or any RecBole model (``SASRec``, ``GRU4Rec``...).
@@ -28,12 +31,16 @@ def run_recbole_pcl(model=None, dataset=None, config_file_list=None, config_dict
     logger.info(sys.argv)
     logger.info(config)
 
+    model_class = get_model(config["model"])
+    if hasattr(model_class, "begin_task"):  # the continual protocol: a staged run over the task sequence
+        return ContinualRun(config, ContinualData(config), model_class).run()
+
     dataset = create_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = model_class(config, train_data._dataset).to(config["device"])
     logger.info(model)
     flops = get_flops(model, dataset, config["device"], logger, construct_transform(config))
     logger.info(set_color("FLOPs", "blue") + f": {flops}")

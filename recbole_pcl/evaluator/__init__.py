@@ -1,0 +1,1 @@
+from recbole_pcl.evaluator.metrics import Accuracy, register_metric

@@ -1,0 +1,236 @@
+"""Continual learning in stages: pretrain T1, then each downstream task, then evaluate all tasks.
+
+:class:`ContinualTrainer` is a RecBole ``Trainer`` that fits one stage: RecBole's own ``fit`` and
+``evaluate`` on the stage's task data and config, with only the parameters the model marks as
+trainable in the optimizer.
+
+:class:`ContinualRun` is the pipeline. A method plugs in through the model's continual protocol,
+not by copying the stages: ``add_task(name, kind, num_classes, attribute)``,
+``begin_task(name, train_all=False)`` (None = T1), ``end_task(name)``, ``set_task_texts`` and
+``active_task`` (see :class:`recbole_pcl.model.sequential_recommender.pcl.PCL`). Every stage writes one
+checkpoint (tensors + plain data, atomically) into the run directory; a rerun resumes at the first
+unfinished stage, and tasks appended to the yaml later are trained without redoing earlier ones.
+"""
+import copy
+import csv
+import hashlib
+import json
+import os
+import time
+from logging import getLogger
+
+import numpy as np
+import torch
+from recbole.utils import set_color
+from tabulate import tabulate
+
+from recbole_pcl.trainer.trainer import Trainer
+from recbole_pcl.utils.checkpoint import atomic_torch_save, safe_load
+from recbole_pcl.utils.errors import PCLError
+
+# Keys that make two runs' checkpoints incompatible.
+SIGNATURE_KEYS = (
+    "model", "dataset", "MAX_ITEM_LIST_LENGTH", "hidden_size", "inner_size", "n_layers", "n_heads",
+    "loss_type", "prompt_length", "contextual_prompt", "context_heads", "context_text_dim", "adapter",
+    "label_window", "task_split", "seed", "pretrain_mode",
+)
+
+
+class ContinualTrainer(Trainer):
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """RecBole's evaluate with the same sampled negatives every time (uni100 draws them from
+        numpy's global RNG): seeded for the evaluation, then the training RNG state is restored."""
+        state = np.random.get_state()
+        np.random.seed(self.config["seed"])
+        try:
+            return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        finally:
+            np.random.set_state(state)
+
+    def _build_optimizer(self, **kwargs):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            return None  # an evaluation-only trainer (nothing left to tune)
+        return super()._build_optimizer(params=params, **kwargs)
+
+
+def _atomic_write_text(path, text):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def count_trainable(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class ContinualRun:
+    """Runs (or resumes) the stages of ``data.tasks`` with one model of ``model_class``."""
+
+    def __init__(self, config, data, model_class):
+        self.config, self.data, self.model_class = config, data, model_class
+        self.logger = getLogger()
+        self.signature = {k: config[k] for k in SIGNATURE_KEYS}
+        self.signature.update(n_items=data.dataset.item_num, n_users=data.dataset.user_num)
+        self.run_dir = config["run_dir"] or os.path.join(
+            config["checkpoint_dir"],
+            f"{config['model']}-{config['dataset']}-{hashlib.sha1(json.dumps(self.signature, sort_keys=True, default=str).encode()).hexdigest()[:8]}",
+        )
+        os.makedirs(self.run_dir, exist_ok=True)
+
+    # ----- model ------------------------------------------------------------------------------
+    def new_model(self):
+        from recbole.utils import init_seed
+
+        init_seed(self.config["seed"], self.config["reproducibility"])
+        model = self.model_class(self.config, self.data.tasks[0].train._dataset).to(self.config["device"])
+        specs = [t.spec for t in self.data.tasks]
+        if self.config["contextual_prompt"] != "none":
+            model.set_task_texts([s.name for s in specs], self.task_text_embeddings(specs))
+        for t in self.data.tasks[1:]:
+            model.add_task(t.spec.name, t.spec.kind, t.num_classes, t.spec.attribute)
+        return model.to(self.config["device"])
+
+    def task_text_embeddings(self, specs):
+        if self.config["contextual_prompt"] == "random":  # ablation "w/o PLM": random description vectors
+            g = torch.Generator().manual_seed(self.config["seed"])
+            return torch.randn(len(specs), self.config["context_text_dim"], generator=g)
+        from recbole_pcl.model.text_encoder import encode_texts
+
+        cache = os.path.join(self.config["checkpoint_dir"], "text-cache")
+        emb = encode_texts([s.description for s in specs], cache, self.config["text_encoder"])
+        if emb.size(1) != self.config["context_text_dim"]:
+            raise PCLError(f"text_encoder gives {emb.size(1)}-dim vectors but context_text_dim is {self.config['context_text_dim']}")
+        return emb
+
+    def stage_config(self, task, pretraining):
+        config = copy.copy(task.config)
+        config.final_config_dict = dict(task.config.final_config_dict)
+        if not pretraining:
+            config["learning_rate"] = self.config["prompt_learning_rate"]
+        config["checkpoint_dir"] = self.run_dir
+        return config
+
+    # ----- stages -----------------------------------------------------------------------------
+    def stage_file(self, index):
+        return os.path.join(self.run_dir, f"stage-{index:02d}-{self.data.tasks[index].spec.name}.pth")
+
+    def _load_stage(self, model, path, index):
+        state = safe_load(path, map_location=self.config["device"])
+        meta = state["meta"]
+        for key, value in self.signature.items():
+            if meta["signature"].get(key) != value:
+                raise PCLError(
+                    f"checkpoint {path} does not match this run: '{key}' is {meta['signature'].get(key)!r} there, {value!r} here"
+                )
+        expected = [t.spec.name for t in self.data.tasks[: index + 1]]
+        if meta["tasks"] != expected:
+            raise PCLError(f"checkpoint {path} was trained on tasks {meta['tasks']}, this run has {expected} up to it")
+        missing, unexpected = model.load_state_dict(state["state_dict"], strict=False)
+        later = {t.spec.name for t in self.data.tasks[index + 1 :]}
+        bad = [k for k in missing if k.split(".")[1] not in later] if missing else []
+        if unexpected or bad:
+            raise PCLError(f"checkpoint {path} does not fit the model: missing {bad}, unexpected {list(unexpected)}")
+        return meta
+
+    def run(self):
+        model = self.new_model()
+        stages, elapsed = [], 0.0
+        for index, task in enumerate(self.data.tasks):
+            name = None if index == 0 else task.spec.name
+            path = self.stage_file(index)
+            given = self.config["pretrained_checkpoint"] if index == 0 else None
+            if os.path.isfile(path) or given:
+                meta = self._load_stage(model, given or path, index)
+                model.begin_task(name)
+                model.end_task(name)
+                self.logger.info(set_color(f"Stage {index} ({task.spec.name})", "green") + f": loaded {given or path}")
+                stages.append(meta["stage"])
+                continue
+            stage = self.train_stage(model, task, index)
+            stages.append(stage)
+            meta = {"stage": stage, "signature": self.signature, "tasks": [t.spec.name for t in self.data.tasks[: index + 1]]}
+            atomic_torch_save({"state_dict": model.state_dict(), "meta": meta}, path)
+        final = {t.spec.name: self.evaluate(model, t) for t in self.data.tasks}
+        scratch = self.scratch_results() if self.config["fwt_reference"] else {}
+        return self.report(stages, final, scratch)
+
+    def train_stage(self, model, task, index):
+        name = None if index == 0 else task.spec.name
+        self.logger.info(set_color(f"Stage {index}: {task.spec.name} ({task.spec.kind})", "green"))
+        start = time.time()
+        model.begin_task(name)
+        trainable = count_trainable(model)
+        trainer = ContinualTrainer(self.stage_config(task, index == 0), model)
+        trainer.fit(task.train, task.valid, saved=True, show_progress=self.config["show_progress"])
+        result = trainer.evaluate(task.test, load_best_model=True)  # reloads the best epoch's weights
+        os.remove(trainer.saved_model_file)
+        model.end_task(name)
+        return {
+            "task": task.spec.name,
+            "kind": task.spec.kind,
+            "test": {k: float(v) for k, v in result.items()},
+            "trainable_params": trainable,
+            "seconds": round(time.time() - start, 2),
+        }
+
+    def evaluate(self, model, task):
+        model.active_task = None if task.index == 0 else task.spec.name
+        trainer = ContinualTrainer(task.config, model)
+        result = trainer.evaluate(task.test, load_best_model=False)
+        model.active_task = None
+        return {k: float(v) for k, v in result.items()}
+
+    def scratch_results(self):
+        """Each downstream task learned alone by a fresh model (SASRec from scratch), for FWT."""
+        results = {}
+        for task in self.data.tasks[1:]:
+            path = os.path.join(self.run_dir, f"scratch-{task.spec.name}.json")
+            if not os.path.isfile(path):
+                model = self.new_model()
+                model.begin_task(task.spec.name, train_all=True)
+                trainer = ContinualTrainer(self.stage_config(task, pretraining=True), model)
+                trainer.fit(task.train, task.valid, saved=True, show_progress=self.config["show_progress"])
+                result = trainer.evaluate(task.test, load_best_model=True)
+                os.remove(trainer.saved_model_file)
+                _atomic_write_text(path, json.dumps({k: float(v) for k, v in result.items()}))
+            with open(path, encoding="utf-8") as f:
+                results[task.spec.name] = json.load(f)
+        return results
+
+    # ----- report -----------------------------------------------------------------------------
+    def main_metric(self, task):
+        return "accuracy" if task.spec.kind == "class" else self.config["report_metric"].lower()
+
+    def report(self, stages, final, scratch):
+        rows = []
+        for task, stage in zip(self.data.tasks, stages):
+            metric = self.main_metric(task)
+            after, end = stage["test"][metric], final[task.spec.name][metric]
+            ref = scratch.get(task.spec.name, {}).get(metric)
+            rows.append(
+                {
+                    "task": task.spec.name,
+                    "kind": task.spec.kind,
+                    **{k: round(v, 4) for k, v in final[task.spec.name].items()},
+                    "trainable_params": stage["trainable_params"],
+                    "seconds": stage["seconds"],
+                    "after_stage": round(after, 4),
+                    "BWT%": round((end - after) / after * 100, 2) if task.index > 0 and after else None,
+                    "FWT%": round((after - ref) / ref * 100, 2) if ref else None,
+                }
+            )
+        result = {"run_dir": self.run_dir, "tasks": rows, "final": final, "stages": stages, "scratch": scratch}
+        _atomic_write_text(os.path.join(self.run_dir, "results.json"), json.dumps(result, indent=2))
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        with open(os.path.join(self.run_dir, "results.csv.tmp"), "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(os.path.join(self.run_dir, "results.csv.tmp"), os.path.join(self.run_dir, "results.csv"))
+        table = tabulate(rows, headers="keys", tablefmt="github")
+        _atomic_write_text(os.path.join(self.run_dir, "results.md"), table + "\n")
+        self.logger.info(set_color("Continual results", "yellow") + f" ({self.run_dir}):\n{table}")
+        result["table"] = table
+        return result
