@@ -115,7 +115,12 @@ class ContinualData:
         self._starts, self._lengths, self._users = starts, lengths, uid[starts]
 
         t1_config = task_config(config, specs[0])
-        t1_source = full.copy(inter[pos < window_start].reset_index(drop=True))
+        t1_rows = pos < window_start
+        if config["pretrain_mode"] == "causal":
+            # only each user's longest prefix is trained: n + 3 interactions make the train, valid and
+            # test rows, and RecBole's prefix augmentation of whole histories is never materialised
+            t1_rows &= pos >= window_start - (config["MAX_ITEM_LIST_LENGTH"] + MIN_T1_LENGTH)
+        t1_source = full.copy(inter[t1_rows].reset_index(drop=True))
         built = t1_source.build()
         if config["pretrain_mode"] == "causal":
             built[0] = self._last_prefix_per_user(built[0])
@@ -211,7 +216,7 @@ class ContinualData:
         return values - 1, names  # id 0 is [PAD]: unlabelled
 
     def _downstream(self, spec, index):
-        ds, inter, n = self.dataset, self._inter, self.config["MAX_ITEM_LIST_LENGTH"]
+        ds = self.dataset
         label_rows, inclusive = self._label_positions(spec)
         has = label_rows >= 0
         classes = None
@@ -219,7 +224,6 @@ class ContinualData:
         if not spec.is_link:
             labels, classes = self._class_labels(spec, np.maximum(label_rows, 0))
             has &= labels >= 0
-        iids = inter[ds.iid_field].to_numpy()
         # input: up to n interactions strictly before the label (including it for profile labels)
         ends = label_rows + 1 if inclusive else label_rows
         summary = {"task": spec.name, "kind": spec.kind, "labelled users": int(has.sum())}
@@ -227,12 +231,7 @@ class ContinualData:
         for phase in ("train", "valid", "test"):
             sel = has & np.isin(self._users, self.split[phase])
             u_idx = np.flatnonzero(sel)
-            seq = np.zeros((len(u_idx), n), dtype=np.int64)
-            length = np.zeros(len(u_idx), dtype=np.int64)
-            for r, ui in enumerate(u_idx):
-                lo = max(self._starts[ui], ends[ui] - n)
-                items = iids[lo : ends[ui]]
-                seq[r, : len(items)], length[r] = items, len(items)
+            seq, length = self._sequences(u_idx, ends[u_idx])
             fields = {
                 ds.uid_field: torch.as_tensor(self._users[u_idx]),
                 self._template.item_id_list_field: torch.as_tensor(seq),
@@ -250,6 +249,31 @@ class ContinualData:
         tc = task_config(self.config, spec)
         task = TaskData(spec, index, *build_dataloaders(tc, self._template, loaders), tc, classes, summary)
         return task
+
+    def _sequences(self, user_index, ends):
+        """Item sequences (left-aligned, zero-padded) of users ``user_index`` (positions in the user
+        table) ending before sorted-interaction rows ``ends``: the last ``MAX_ITEM_LIST_LENGTH`` items."""
+        n = self.config["MAX_ITEM_LIST_LENGTH"]
+        iids = self._inter[self.dataset.iid_field].to_numpy()
+        seq = np.zeros((len(user_index), n), dtype=np.int64)
+        length = np.zeros(len(user_index), dtype=np.int64)
+        for r, (ui, end) in enumerate(zip(user_index, ends)):
+            items = iids[max(self._starts[ui], end - n) : end]
+            seq[r, : len(items)], length[r] = items, len(items)
+        return seq, length
+
+    def latest_histories(self, user_ids):
+        """Interaction with each user's latest ``MAX_ITEM_LIST_LENGTH`` items (all of their history),
+        the input a served model sees. ``user_ids`` are RecBole's internal ids."""
+        user_index = np.searchsorted(self._users, user_ids)
+        if (user_index >= len(self._users)).any() or (self._users[np.minimum(user_index, len(self._users) - 1)] != user_ids).any():
+            raise PCLError("some users have no interactions in this dataset")
+        seq, length = self._sequences(user_index, self._starts[user_index] + self._lengths[user_index])
+        return Interaction({
+            self.dataset.uid_field: torch.as_tensor(np.asarray(user_ids)),
+            self._template.item_id_list_field: torch.as_tensor(seq),
+            self._template.item_list_length_field: torch.as_tensor(length),
+        })
 
     # ----- summary ----------------------------------------------------------------------------
     def _t1_summary(self, built):

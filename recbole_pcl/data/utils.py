@@ -6,6 +6,7 @@ from recbole.data.utils import create_samplers, get_dataloader
 from recbole.sampler import KGSampler
 from recbole.utils import ModelType
 
+from recbole_pcl.data.builders import prepare_dataset
 from recbole_pcl.utils.errors import PCLError
 
 _TYPE2CLASS = {
@@ -36,6 +37,7 @@ def create_dataset(config):
     for key in ("dataset_save_path", "dataloaders_save_path"):
         if config[key]:
             raise PCLError(f"config key '{key}' is not supported: it loads pickled objects, which we refuse")
+    prepare_dataset(config)
     check_dataset_files(config)
     name = config["model"] + "Dataset"
     for module in ("recbole_pcl.data.dataset", "recbole.data.dataset"):

@@ -28,12 +28,11 @@ from recbole_pcl.trainer.trainer import Trainer
 from recbole_pcl.utils.checkpoint import atomic_torch_save, safe_load
 from recbole_pcl.utils.errors import PCLError
 
-# Keys that make two runs' checkpoints incompatible.
-SIGNATURE_KEYS = (
-    "model", "dataset", "MAX_ITEM_LIST_LENGTH", "hidden_size", "inner_size", "n_layers", "n_heads",
-    "loss_type", "prompt_length", "contextual_prompt", "context_heads", "context_text_dim", "adapter",
-    "label_window", "task_split", "seed", "pretrain_mode",
-)
+# Keys that make a checkpoint incompatible: the backbone's (checked for every stage, also for a
+# given pretrained T1 checkpoint) and the downstream stages' (checked for stages >= 1).
+BACKBONE_KEYS = ("dataset", "MAX_ITEM_LIST_LENGTH", "hidden_size", "inner_size", "n_layers", "n_heads", "label_window")
+TASK_KEYS = ("model", "loss_type", "prompt_length", "contextual_prompt", "context_heads", "context_text_dim", "adapter", "task_split", "seed", "pretrain_mode")
+TASK_MODULES = ("prompts.", "adapters.", "attributes.", "frozen_context.", "context_", "counts.")
 
 
 class ContinualTrainer(Trainer):
@@ -71,7 +70,7 @@ class ContinualRun:
     def __init__(self, config, data, model_class):
         self.config, self.data, self.model_class = config, data, model_class
         self.logger = getLogger()
-        self.signature = {k: config[k] for k in SIGNATURE_KEYS}
+        self.signature = {k: config[k] for k in BACKBONE_KEYS + TASK_KEYS}
         self.signature.update(n_items=data.dataset.item_num, n_users=data.dataset.user_num)
         self.run_dir = config["run_dir"] or os.path.join(
             config["checkpoint_dir"],
@@ -86,7 +85,7 @@ class ContinualRun:
         init_seed(self.config["seed"], self.config["reproducibility"])
         model = self.model_class(self.config, self.data.tasks[0].train._dataset).to(self.config["device"])
         specs = [t.spec for t in self.data.tasks]
-        if self.config["contextual_prompt"] != "none":
+        if self.config["contextual_prompt"] not in (None, "none"):
             model.set_task_texts([s.name for s in specs], self.task_text_embeddings(specs))
         for t in self.data.tasks[1:]:
             model.add_task(t.spec.name, t.spec.kind, t.num_classes, t.spec.attribute)
@@ -117,44 +116,66 @@ class ContinualRun:
         return os.path.join(self.run_dir, f"stage-{index:02d}-{self.data.tasks[index].spec.name}.pth")
 
     def _load_stage(self, model, path, index):
+        """Load stage ``index`` from ``path`` into ``model`` after checking it belongs to this run.
+        Stage 0 contributes the backbone only (it may come from a run with other prompt settings)."""
         state = safe_load(path, map_location=self.config["device"])
         meta = state["meta"]
-        for key, value in self.signature.items():
-            if meta["signature"].get(key) != value:
+        keys = BACKBONE_KEYS + ("n_items", "n_users") + (TASK_KEYS if index > 0 else ())
+        for key in keys:
+            if meta["signature"].get(key) != self.signature[key]:
                 raise PCLError(
-                    f"checkpoint {path} does not match this run: '{key}' is {meta['signature'].get(key)!r} there, {value!r} here"
+                    f"checkpoint {path} does not match this run: '{key}' is {meta['signature'].get(key)!r} there, "
+                    f"{self.signature[key]!r} here"
                 )
         expected = [t.spec.name for t in self.data.tasks[: index + 1]]
-        if meta["tasks"] != expected:
+        if meta["tasks"][index] != expected[index] or (index > 0 and meta["tasks"] != expected):
             raise PCLError(f"checkpoint {path} was trained on tasks {meta['tasks']}, this run has {expected} up to it")
-        missing, unexpected = model.load_state_dict(state["state_dict"], strict=False)
+        weights = state["state_dict"]
+        if index == 0:
+            weights = {k: v for k, v in weights.items() if not k.startswith(TASK_MODULES)}
+        missing, unexpected = model.load_state_dict(weights, strict=False)
         later = {t.spec.name for t in self.data.tasks[index + 1 :]}
-        bad = [k for k in missing if k.split(".")[1] not in later] if missing else []
+        bad = [k for k in missing if not (index == 0 and k.startswith(TASK_MODULES)) and k.split(".")[1] not in later]
         if unexpected or bad:
             raise PCLError(f"checkpoint {path} does not fit the model: missing {bad}, unexpected {list(unexpected)}")
+        name = None if index == 0 else self.data.tasks[index].spec.name
+        model.begin_task(name)
+        model.end_task(name)
+        return meta
+
+    def restore_stage(self, model, index):
+        """Load stage ``index`` if it is finished (or given as pretrained); its metadata, else None."""
+        given = self.config["pretrained_checkpoint"] if index == 0 else None
+        path = given or self.stage_file(index)
+        if not os.path.isfile(path):
+            if given:
+                raise PCLError(f"pretrained_checkpoint not found: {given}")
+            return None
+        meta = self._load_stage(model, path, index)
+        self.logger.info(set_color(f"Stage {index} ({self.data.tasks[index].spec.name})", "green") + f": loaded {path}")
         return meta
 
     def run(self):
         model = self.new_model()
-        stages, elapsed = [], 0.0
+        stages = []
         for index, task in enumerate(self.data.tasks):
-            name = None if index == 0 else task.spec.name
-            path = self.stage_file(index)
-            given = self.config["pretrained_checkpoint"] if index == 0 else None
-            if os.path.isfile(path) or given:
-                meta = self._load_stage(model, given or path, index)
-                model.begin_task(name)
-                model.end_task(name)
-                self.logger.info(set_color(f"Stage {index} ({task.spec.name})", "green") + f": loaded {given or path}")
-                stages.append(meta["stage"])
-                continue
-            stage = self.train_stage(model, task, index)
-            stages.append(stage)
-            meta = {"stage": stage, "signature": self.signature, "tasks": [t.spec.name for t in self.data.tasks[: index + 1]]}
-            atomic_torch_save({"state_dict": model.state_dict(), "meta": meta}, path)
+            meta = self.restore_stage(model, index)
+            if meta is None:
+                meta = {"stage": self.train_stage(model, task, index), "signature": self.signature,
+                        "tasks": [t.spec.name for t in self.data.tasks[: index + 1]]}
+                atomic_torch_save({"state_dict": model.state_dict(), "meta": meta}, self.stage_file(index))
+            stages.append(meta["stage"])
         final = {t.spec.name: self.evaluate(model, t) for t in self.data.tasks}
         scratch = self.scratch_results() if self.config["fwt_reference"] else {}
         return self.report(stages, final, scratch)
+
+    def load_final(self):
+        """The model after the last stage of a finished run."""
+        model = self.new_model()
+        for index, task in enumerate(self.data.tasks):
+            if self.restore_stage(model, index) is None:
+                raise PCLError(f"run {self.run_dir} has not finished stage {index} ({task.spec.name}): run it first")
+        return model.eval()
 
     def train_stage(self, model, task, index):
         name = None if index == 0 else task.spec.name
@@ -163,9 +184,12 @@ class ContinualRun:
         model.begin_task(name)
         trainable = count_trainable(model)
         trainer = ContinualTrainer(self.stage_config(task, index == 0), model)
-        trainer.fit(task.train, task.valid, saved=True, show_progress=self.config["show_progress"])
-        result = trainer.evaluate(task.test, load_best_model=True)  # reloads the best epoch's weights
-        os.remove(trainer.saved_model_file)
+        if trainable:
+            trainer.fit(task.train, task.valid, saved=True, show_progress=self.config["show_progress"])
+            result = trainer.evaluate(task.test, load_best_model=True)  # reloads the best epoch's weights
+            os.remove(trainer.saved_model_file)
+        else:  # nothing to tune for this task (e.g. a link task without prompts): the frozen model as is
+            result = trainer.evaluate(task.test, load_best_model=False)
         model.end_task(name)
         return {
             "task": task.spec.name,

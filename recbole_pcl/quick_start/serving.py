@@ -1,0 +1,85 @@
+"""Serving a finished continual run: every task's predictions and users' representations from the
+one final model."""
+import os
+
+import numpy as np
+import pandas as pd
+import torch
+from recbole.utils import init_logger, init_seed
+
+from recbole_pcl.config import Config
+from recbole_pcl.data.continual import ContinualData
+from recbole_pcl.trainer.continual_trainer import ContinualRun
+from recbole_pcl.utils import PCLError, get_model
+
+
+class ContinualPredictor:
+    """The final model of a continual run with its data's id mapping. Users are given by their
+    original tokens (as in the atomic files, e.g. ``"196"`` for ml-100k)."""
+
+    def __init__(self, model, data):
+        self.model, self.data = model.eval(), data
+        self.tasks = {t.spec.name: t for t in data.tasks}
+
+    def _users(self, users):
+        ds = self.data.dataset
+        if users is None:
+            return self.data._users
+        try:
+            return np.asarray(ds.token2id(ds.uid_field, [str(u) for u in users]))
+        except ValueError as e:
+            raise PCLError(f"unknown user: {e}") from None
+
+    def _task(self, name):
+        if name not in self.tasks:
+            raise PCLError(f"unknown task '{name}' (valid: {', '.join(self.tasks)})")
+        return None if self.tasks[name].index == 0 else name
+
+    @torch.no_grad()
+    def predict(self, task, users=None):
+        """Scores of ``task`` for ``users``: ``[U, n_items]`` item scores (link tasks; column = RecBole
+        item id, see :meth:`item_tokens`) or ``[U, n_classes]`` class probabilities (class tasks)."""
+        name = self._task(task)
+        inter = self.data.latest_histories(self._users(users)).to(self.model.item_embedding.weight.device)
+        scores = self.model.task_logits(inter, name)
+        return scores.softmax(-1) if self.tasks[task].spec.kind == "class" else scores
+
+    def recommend(self, task, users=None, k=10):
+        """Top-``k`` item tokens of a link task per user (padding excluded)."""
+        scores = self.predict(task, users)
+        scores[:, 0] = -float("inf")
+        top = scores.topk(k, dim=1).indices.cpu().numpy()
+        return [list(self.item_tokens(row)) for row in top]
+
+    def item_tokens(self, ids):
+        return self.data.dataset.id2token(self.data.dataset.iid_field, ids)
+
+    @torch.no_grad()
+    def user_representation(self, users=None, task=None):
+        """``[U, hidden_size]`` user vectors: the backbone's output for ``task``'s prompts (None = T1)."""
+        name = None if task is None else self._task(task)
+        inter = self.data.latest_histories(self._users(users)).to(self.model.item_embedding.weight.device)
+        return self.model.user_representation(inter, name)
+
+    def export_user_representations(self, path, task=None, batch_size=4096):
+        """Write every user's representation to ``path`` (CSV: user_id, d0..d{h-1}); returns the path."""
+        users = self.data._users
+        vectors = torch.cat(
+            [self.user_representation(self.data.dataset.id2token(self.data.dataset.uid_field, users[i : i + batch_size]), task).cpu()
+             for i in range(0, len(users), batch_size)]
+        ).numpy()
+        frame = pd.DataFrame(vectors, columns=[f"d{i}" for i in range(vectors.shape[1])])
+        frame.insert(0, "user_id", self.data.dataset.id2token(self.data.dataset.uid_field, users))
+        tmp = f"{path}.tmp-{os.getpid()}"
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+        return path
+
+
+def load_continual_run(model="PCL", dataset="ml-100k", config_file_list=None, config_dict=None):
+    """The :class:`ContinualPredictor` of the finished run that this configuration describes."""
+    config = Config(model, dataset, config_file_list, config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    data = ContinualData(config)
+    return ContinualPredictor(ContinualRun(config, data, get_model(config["model"])).load_final(), data)
