@@ -6,9 +6,9 @@ PY := $(VENV)/bin/python
 env:
 	VENV=$(VENV) bash scripts/setup_env.sh
 
-# Main job on ml-100k (shipped inside RecBole).
+# Main job: PCL's continual pipeline on ml-100k (shipped inside RecBole).
 run: env
-	$(PY) run_recbole_pcl.py --model=SASRec --dataset=ml-100k --epochs=3
+	$(PY) run_recbole_pcl.py --model=PCL --dataset=ml-100k
 
 test: env
 	$(PY) -m pytest -q tests

@@ -57,7 +57,7 @@ def _ensure_loaded(config, source, fields):
 def prepare_config(config, tasks):
     """Load the columns the tasks need (RecBole's ml-100k yaml loads only four inter columns) and keep
     raw values: labels compare ratings with thresholds, so no normalisation."""
-    _ensure_loaded(config, "inter", [t.field for t in tasks if t.source == "next_item" and t.field])
+    _ensure_loaded(config, "inter", [config["TIME_FIELD"]] + [t.field for t in tasks if t.source == "next_item" and t.field])
     _ensure_loaded(config, "item", [t.field for t in tasks if t.source == "next_item_field"] + [t.attribute for t in tasks if t.attribute])
     _ensure_loaded(config, "user", [t.field for t in tasks if t.source == "user_field"])
     config["normalize_all"] = False

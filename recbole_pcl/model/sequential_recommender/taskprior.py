@@ -39,6 +39,13 @@ class TaskPrior(SequentialRecommender):
         self.active_task = None
         self.fake_loss.requires_grad_(False)
 
+    def train(self, mode=True):
+        # RecBole's trainer switches to training mode at the start of every epoch: count each
+        # epoch afresh, so the prior is one pass over the labels however many epochs run
+        if mode and self.fake_loss.requires_grad:
+            self.counts[self._key()].zero_()
+        return super().train(mode)
+
     def _key(self):
         return T1 if self.active_task is None else self.active_task
 

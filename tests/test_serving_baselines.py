@@ -1,0 +1,107 @@
+"""Serving the final model, the TaskPrior and head-only references, and dataset builders."""
+import csv
+import logging
+import os
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, SHARED
+from recbole_pcl.quick_start import load_continual_run, run_recbole_pcl
+from recbole_pcl.utils import PCLError
+
+TASKS = yaml.safe_load((REPO / "properties" / "dataset" / "ml-100k.yaml").read_text())["tasks"][:4]
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    return {
+        "tasks": TASKS, "user_inter_num_interval": "[20,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16,
+        "inner_size": 32, "n_layers": 1, "n_heads": 1, "context_heads": 1, "epochs": 2, "prompt_length": 3,
+        "show_progress": False, "state": "WARNING", "use_gpu": False, "checkpoint_dir": str(tmp_path / "saved"),
+        "fwt_reference": False, "contextual_prompt": "none",
+    }
+
+
+def test_serving_predictions_and_user_vectors(tiny_run, tmp_path):
+    result = run_recbole_pcl("PCL", "ml-100k", config_dict=tiny_run)
+    predictor = load_continual_run("PCL", "ml-100k", config_dict=tiny_run)
+    users = predictor.data.dataset.id2token("user_id", predictor.data._users[:3])
+    genre = predictor.predict("next_genre", users)
+    assert genre.shape == (3, 19) and torch.allclose(genre.sum(1), torch.ones(3))
+    scores = predictor.predict("next_4star", users)
+    assert scores.shape == (3, predictor.data.dataset.item_num)
+    top = predictor.recommend("next_4star", users, k=5)
+    assert len(top) == 3 and all(len(r) == 5 and "[PAD]" not in r for r in top)
+    # different tasks give different user vectors; T1 = the plain backbone
+    v1, v4 = predictor.user_representation(users), predictor.user_representation(users, task="next_4star")
+    assert v1.shape == (3, 16) and not torch.allclose(v1, v4)
+    # the served class prediction agrees with what the evaluator scored (same model, same inputs)
+    path = predictor.export_user_representations(str(tmp_path / "users.csv"))
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:2] == ["user_id", "d0"] and len(rows) == len(predictor.data._users) + 1
+    assert float(rows[1][1]) == pytest.approx(float(predictor.user_representation([rows[1][0]])[0, 0]), abs=1e-5)
+    with pytest.raises(PCLError, match="unknown task 'nope'"):
+        predictor.predict("nope", users)
+
+
+
+def test_unfinished_run_cannot_be_served(tiny_run):
+    with pytest.raises(PCLError, match="has not finished stage 0"):
+        load_continual_run("PCL", "ml-100k", config_dict=tiny_run)
+
+
+def test_task_prior_is_popularity_and_majority(tiny_run):
+    result = run_recbole_pcl("TaskPrior", "ml-100k", config_dict=dict(tiny_run, pretrain_mode="prefix"))
+    rows = {r["task"]: r for r in result["tasks"]}
+    predictor = load_continual_run("TaskPrior", "ml-100k", config_dict=dict(tiny_run, pretrain_mode="prefix"))
+    data = predictor.data
+    genre = next(t for t in data.tasks if t.spec.name == "next_genre")
+    train_labels = genre.train._dataset.inter_feat["label"]
+    majority = int(torch.bincount(train_labels).argmax())
+    test_labels = genre.test._dataset.inter_feat["label"]
+    assert rows["next_genre"]["accuracy"] == pytest.approx(float((test_labels == majority).float().mean()), abs=1e-4)
+    # popularity: the counts are the training-label frequencies of the task
+    four = next(t for t in data.tasks if t.spec.name == "next_4star")
+    counts = torch.bincount(four.train._dataset.inter_feat["item_id"], minlength=data.dataset.item_num).float()
+    assert torch.equal(predictor.model.counts["next_4star"], counts)
+
+
+def test_head_only_reference_trains_adapters_only(tiny_run):
+    result = run_recbole_pcl("PCL", "ml-100k", config_dict=dict(tiny_run, prompt_length=0))
+    rows = {r["task"]: r for r in result["tasks"]}
+    assert rows["next_4star"]["trainable_params"] == 0  # link task: the frozen backbone, zero-shot
+    assert rows["next_genre"]["trainable_params"] == 16 * 19 + 19  # linear adapter only
+
+
+def test_tenrec_falls_back_to_synthetic_with_warning(tmp_path, caplog):
+    config = {
+        "data_path": str(tmp_path / "dataset"), "raw_data_path": str(tmp_path / "missing.csv"),
+        "synthetic_tenrec": {"n_users": 150, "n_items": 120}, "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16,
+        "inner_size": 32, "n_layers": 1, "n_heads": 1, "context_heads": 1, "epochs": 1, "prompt_length": 3,
+        "show_progress": False, "state": "WARNING", "use_gpu": False, "checkpoint_dir": str(tmp_path / "saved"),
+        "fwt_reference": False, "contextual_prompt": "none",
+    }
+    with caplog.at_level(logging.WARNING):
+        result = run_recbole_pcl("PCL", "tenrec", config_dict=config)
+    assert any("SYNTHETIC" in r.getMessage() and "missing.csv" in r.getMessage() for r in caplog.records)
+    assert [r["task"] for r in result["tasks"]] == ["next_watch", "next_like", "next_category", "age"]
+    assert os.path.isfile(tmp_path / "dataset" / "tenrec" / "tenrec.inter")
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "ml-latest-small").is_dir(), reason="../shared/data/ml-latest-small absent")
+def test_movielens_builder_feeds_the_task_sequence(tmp_path):
+    config = {
+        "data_path": str(tmp_path / "dataset"), "raw_data_path": str(SHARED / "data" / "ml-latest-small"),
+        "state": "WARNING", "pretrain_mode": "causal",
+    }
+    from recbole_pcl.config import Config
+    from recbole_pcl.data.continual import ContinualData
+
+    data = ContinualData(Config("PCL", "ml-latest-small", [str(REPO / "properties" / "dataset" / "ml-25m.yaml")], config))
+    summary = {r["task"]: r for r in data.summary_rows()}
+    assert summary["next_click"]["labelled users"] == 610
+    assert 0 < summary["next_5star"]["labelled users"] < summary["next_4star"]["labelled users"] <= 610
+    assert data.tasks[3].num_classes == 19  # 18 MovieLens genres + IMAX
