@@ -223,6 +223,35 @@ class ContinualRun:
                 results[task.spec.name] = json.load(f)
         return results
 
+    def plot(self, rows, scratch):
+        """results.png: each task's main metric right after its stage, at the end, and learned alone."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = [r["task"] for r in rows]
+        metrics = [self.main_metric(t) for t in self.data.tasks]
+        series = {
+            "after its stage": [r["after_stage"] for r in rows],
+            "final model": [r[m] for r, m in zip(rows, metrics)],
+        }
+        if scratch:
+            series["alone, from scratch"] = [scratch.get(n, {}).get(m, 0.0) for n, m in zip(names, metrics)]
+        fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(names), 3.6))
+        width = 0.8 / len(series)
+        for i, (label, values) in enumerate(series.items()):
+            ax.bar([x + i * width for x in range(len(names))], values, width, label=label)
+        ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(names))])
+        ax.set_xticklabels([f"{n}\n({m})" for n, m in zip(names, metrics)], fontsize=8)
+        ax.set_title(f"{self.config['model']} on {self.config['dataset']}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        tmp = os.path.join(self.run_dir, f".results-{os.getpid()}.png")
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        os.replace(tmp, os.path.join(self.run_dir, "results.png"))
+
     # ----- report -----------------------------------------------------------------------------
     def main_metric(self, task):
         return "accuracy" if task.spec.kind == "class" else self.config["report_metric"].lower()
@@ -253,6 +282,7 @@ class ContinualRun:
             writer.writeheader()
             writer.writerows(rows)
         os.replace(os.path.join(self.run_dir, "results.csv.tmp"), os.path.join(self.run_dir, "results.csv"))
+        self.plot(rows, scratch)
         table = tabulate(rows, headers="keys", tablefmt="github")
         _atomic_write_text(os.path.join(self.run_dir, "results.md"), table + "\n")
         self.logger.info(set_color("Continual results", "yellow") + f" ({self.run_dir}):\n{table}")
