@@ -170,3 +170,7 @@ def test_ml100k_task_sequence_and_profile_tasks():
     assert len(data.tasks[6].classes) == 21 and len(data.tasks[4].classes) == 6
     assert data.tasks[3].num_classes == 19  # ml-100k genres incl. "unknown"
     assert "| next_4star |" in data.summary_table()
+    # MovieLens default: the positive against 100 sampled negatives; class tasks: labels as they are
+    assert data.tasks[1].config["test_neg_sample_args"] == {"distribution": "uniform", "sample_num": 100}
+    assert data.tasks[3].config["test_neg_sample_args"]["distribution"] == "none"
+    assert data.tasks[3].config["metrics"] == ["Accuracy"]

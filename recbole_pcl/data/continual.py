@@ -177,13 +177,11 @@ class ContinualData:
     # ----- labels -----------------------------------------------------------------------------
     def _label_positions(self, spec):
         """Row index (into the sorted inter table) of each user's label interaction, or -1."""
-        ds, inter = self.dataset, self._inter
-        reserved = self._pos >= self._window_start
         if spec.source == "user_field":
             return self._starts + self._lengths - 1, True  # input: the latest history, label: profile
-        ok = reserved.copy()
+        ok = self._pos >= self._window_start
         if spec.interval is not None:
-            ok &= spec.interval.contains(inter[spec.field].to_numpy())
+            ok &= spec.interval.contains(self._inter[spec.field].to_numpy())
         rows = np.flatnonzero(ok)
         users_of_rows = np.searchsorted(self._starts, rows, side="right") - 1
         first = np.full(len(self._starts), -1)
@@ -235,7 +233,7 @@ class ContinualData:
             fields = {
                 ds.uid_field: torch.as_tensor(self._users[u_idx]),
                 self._template.item_id_list_field: torch.as_tensor(seq),
-                ds.item_list_length_field: torch.as_tensor(length),
+                self._template.item_list_length_field: torch.as_tensor(length),
                 ds.iid_field: torch.as_tensor(labels[u_idx] if spec.is_link else np.zeros(len(u_idx), dtype=np.int64)),
             }
             if not spec.is_link:
@@ -247,8 +245,7 @@ class ContinualData:
             raise PCLError(f"task '{spec.name}': no labelled users (check its label rule against the data)")
         summary["labels"] = len(np.unique(labels[has])) if spec.is_link else f"{len(np.unique(labels[has]))}/{len(classes)} classes"
         tc = task_config(self.config, spec)
-        task = TaskData(spec, index, *build_dataloaders(tc, self._template, loaders), tc, classes, summary)
-        return task
+        return TaskData(spec, index, *build_dataloaders(tc, self._template, loaders), tc, classes, summary)
 
     def _sequences(self, user_index, ends):
         """Item sequences (left-aligned, zero-padded) of users ``user_index`` (positions in the user
