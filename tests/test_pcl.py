@@ -119,6 +119,10 @@ def test_resume_append_and_mismatch(tiny_pcl):
     assert {f: os.stat(os.path.join(run_dir, f)).st_mtime_ns for f in stamp} == stamp
     assert _stage_files(run_dir)[-1] == "stage-02-next_5star.pth"
     assert second["tasks"][1]["after_stage"] == first["tasks"][1]["after_stage"]
+    assert second["final"]["next_4star"] == first["final"]["next_4star"]  # the reloaded task is untouched
+    stage1, stage2 = (safe_load(os.path.join(run_dir, f))["state_dict"] for f in _stage_files(run_dir)[1:3])
+    assert torch.equal(stage1["prompts.next_4star"], stage2["prompts.next_4star"])
+    assert torch.equal(stage1["frozen_context.next_4star"], stage2["frozen_context.next_4star"])
     # interrupted run: the last stage is missing, the run resumes there
     os.remove(os.path.join(run_dir, "stage-02-next_5star.pth"))
     third = run_recbole_pcl("PCL", "ml-100k", config_dict=three)

@@ -133,14 +133,13 @@ class ContinualRun:
         weights = state["state_dict"]
         if index == 0:
             weights = {k: v for k, v in weights.items() if not k.startswith(TASK_MODULES)}
+        name = None if index == 0 else self.data.tasks[index].spec.name
+        model.end_task(name)  # the bookkeeping of a finished stage; its values come from the checkpoint
         missing, unexpected = model.load_state_dict(weights, strict=False)
         later = {t.spec.name for t in self.data.tasks[index + 1 :]}
         bad = [k for k in missing if not (index == 0 and k.startswith(TASK_MODULES)) and k.split(".")[1] not in later]
         if unexpected or bad:
             raise PCLError(f"checkpoint {path} does not fit the model: missing {bad}, unexpected {list(unexpected)}")
-        name = None if index == 0 else self.data.tasks[index].spec.name
-        model.begin_task(name)
-        model.end_task(name)
         return meta
 
     def restore_stage(self, model, index):

@@ -55,7 +55,6 @@ class PCL(SASRec):
         self.finished = set()  # tasks whose stage has ended: they use frozen_context
         self.task_kind = {}
         self.attribute_field = {}
-        self.tuning = "prompt"  # set by begin_task: which parameters a stage trains
         self.active_task = None  # None = T1 (plain SASRec)
         self.last_prompted = None
 
