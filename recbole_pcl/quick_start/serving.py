@@ -1,7 +1,5 @@
 """Serving a finished continual run: every task's predictions and users' representations from the
 one final model."""
-import os
-
 import numpy as np
 import pandas as pd
 import torch
@@ -10,7 +8,7 @@ from recbole.utils import init_logger, init_seed
 from recbole_pcl.config import Config
 from recbole_pcl.data.continual import ContinualData
 from recbole_pcl.trainer.continual_trainer import ContinualRun
-from recbole_pcl.utils import PCLError, get_model
+from recbole_pcl.utils import PCLError, atomic_path, get_model
 
 
 class ContinualPredictor:
@@ -70,9 +68,8 @@ class ContinualPredictor:
         ).numpy()
         frame = pd.DataFrame(vectors, columns=[f"d{i}" for i in range(vectors.shape[1])])
         frame.insert(0, "user_id", self.data.dataset.id2token(self.data.dataset.uid_field, users))
-        tmp = f"{path}.tmp-{os.getpid()}"
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
         return path
 
 

@@ -21,11 +21,11 @@ from logging import getLogger
 
 import numpy as np
 import torch
-from recbole.utils import set_color
+from recbole.utils import init_seed, set_color
 from tabulate import tabulate
 
 from recbole_pcl.trainer.trainer import Trainer
-from recbole_pcl.utils.checkpoint import atomic_torch_save, safe_load
+from recbole_pcl.utils.checkpoint import atomic_path, atomic_torch_save, atomic_write_text, safe_load
 from recbole_pcl.utils.errors import PCLError
 
 # Keys that make a checkpoint incompatible: the backbone's (checked for every stage, also for a
@@ -53,13 +53,6 @@ class ContinualTrainer(Trainer):
         return super()._build_optimizer(params=params, **kwargs)
 
 
-def _atomic_write_text(path, text):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def count_trainable(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -80,10 +73,8 @@ class ContinualRun:
 
     # ----- model ------------------------------------------------------------------------------
     def new_model(self):
-        from recbole.utils import init_seed
-
         init_seed(self.config["seed"], self.config["reproducibility"])
-        model = self.model_class(self.config, self.data.tasks[0].train._dataset).to(self.config["device"])
+        model = self.model_class(self.config, self.data.tasks[0].train._dataset)
         specs = [t.spec for t in self.data.tasks]
         if self.config["contextual_prompt"] not in (None, "none"):
             model.set_task_texts([s.name for s in specs], self.task_text_embeddings(specs))
@@ -182,26 +173,31 @@ class ContinualRun:
         start = time.time()
         model.begin_task(name)
         trainable = count_trainable(model)
-        trainer = ContinualTrainer(self.stage_config(task, index == 0), model)
-        if trainable:
-            trainer.fit(task.train, task.valid, saved=True, show_progress=self.config["show_progress"])
-            result = trainer.evaluate(task.test, load_best_model=True)  # reloads the best epoch's weights
-            os.remove(trainer.saved_model_file)
-        else:  # nothing to tune for this task (e.g. a link task without prompts): the frozen model as is
-            result = trainer.evaluate(task.test, load_best_model=False)
+        result = self.fit_and_test(model, task, pretraining=index == 0)
         model.end_task(name)
         return {
             "task": task.spec.name,
             "kind": task.spec.kind,
-            "test": {k: float(v) for k, v in result.items()},
+            "test": result,
             "trainable_params": trainable,
             "seconds": round(time.time() - start, 2),
         }
 
+    def fit_and_test(self, model, task, pretraining):
+        """Fit the trainable parameters with early stopping, then test the best epoch's weights. With
+        nothing to tune (e.g. a link task without prompts) the model is tested as it is."""
+        trainer = ContinualTrainer(self.stage_config(task, pretraining), model)
+        if trainer.optimizer is None:
+            result = trainer.evaluate(task.test, load_best_model=False)
+        else:
+            trainer.fit(task.train, task.valid, saved=True, show_progress=self.config["show_progress"])
+            result = trainer.evaluate(task.test, load_best_model=True)
+            os.remove(trainer.saved_model_file)
+        return {k: float(v) for k, v in result.items()}
+
     def evaluate(self, model, task):
         model.active_task = None if task.index == 0 else task.spec.name
-        trainer = ContinualTrainer(task.config, model)
-        result = trainer.evaluate(task.test, load_best_model=False)
+        result = ContinualTrainer(task.config, model).evaluate(task.test, load_best_model=False)
         model.active_task = None
         return {k: float(v) for k, v in result.items()}
 
@@ -213,11 +209,7 @@ class ContinualRun:
             if not os.path.isfile(path):
                 model = self.new_model()
                 model.begin_task(task.spec.name, train_all=True)
-                trainer = ContinualTrainer(self.stage_config(task, pretraining=True), model)
-                trainer.fit(task.train, task.valid, saved=True, show_progress=self.config["show_progress"])
-                result = trainer.evaluate(task.test, load_best_model=True)
-                os.remove(trainer.saved_model_file)
-                _atomic_write_text(path, json.dumps({k: float(v) for k, v in result.items()}))
+                atomic_write_text(path, json.dumps(self.fit_and_test(model, task, pretraining=True)))
             with open(path, encoding="utf-8") as f:
                 results[task.spec.name] = json.load(f)
         return results
@@ -246,10 +238,9 @@ class ContinualRun:
         ax.set_title(f"{self.config['model']} on {self.config['dataset']}")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        tmp = os.path.join(self.run_dir, f".results-{os.getpid()}.png")
-        fig.savefig(tmp, dpi=100)
+        with atomic_path(os.path.join(self.run_dir, "results.png")) as tmp:
+            fig.savefig(tmp, dpi=100)
         plt.close(fig)
-        os.replace(tmp, os.path.join(self.run_dir, "results.png"))
 
     # ----- report -----------------------------------------------------------------------------
     def main_metric(self, task):
@@ -274,16 +265,15 @@ class ContinualRun:
                 }
             )
         result = {"run_dir": self.run_dir, "tasks": rows, "final": final, "stages": stages, "scratch": scratch}
-        _atomic_write_text(os.path.join(self.run_dir, "results.json"), json.dumps(result, indent=2))
+        atomic_write_text(os.path.join(self.run_dir, "results.json"), json.dumps(result, indent=2))
         columns = list(dict.fromkeys(k for r in rows for k in r))
-        with open(os.path.join(self.run_dir, "results.csv.tmp"), "w", newline="", encoding="utf-8") as f:
+        with atomic_path(os.path.join(self.run_dir, "results.csv")) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(os.path.join(self.run_dir, "results.csv.tmp"), os.path.join(self.run_dir, "results.csv"))
         self.plot(rows, scratch)
         table = tabulate(rows, headers="keys", tablefmt="github")
-        _atomic_write_text(os.path.join(self.run_dir, "results.md"), table + "\n")
+        atomic_write_text(os.path.join(self.run_dir, "results.md"), table + "\n")
         self.logger.info(set_color("Continual results", "yellow") + f" ({self.run_dir}):\n{table}")
         result["table"] = table
         return result

@@ -54,7 +54,6 @@ class PCL(SASRec):
         self.frozen_context = nn.ParameterDict()  # task -> its contextual prompt, frozen when it ends
         self.finished = set()  # tasks whose stage has ended: they use frozen_context
         self.task_kind = {}
-        self.attribute_field = {}
         self.active_task = None  # None = T1 (plain SASRec)
         self.last_prompted = None
 
@@ -62,8 +61,7 @@ class PCL(SASRec):
         self.task_names = []
         self.register_buffer("task_text", torch.zeros(0, 0), persistent=False)
         if self.contextual_prompt != "none":
-            self.context_dim = config["context_text_dim"]
-            self.context_proj = nn.Linear(self.context_dim, self.hidden_size)
+            self.context_proj = nn.Linear(config["context_text_dim"], self.hidden_size)
             self.context_attn = nn.MultiheadAttention(self.hidden_size, config["context_heads"], batch_first=True)
 
     # ----- the continual protocol (used by recbole_pcl.trainer.ContinualTrainer) ------------------
@@ -90,7 +88,8 @@ class PCL(SASRec):
             if self._item_features is None or attribute not in self._item_features:
                 raise PCLError(f"task '{name}': attribute field '{attribute}' is not an item feature")
             values = self._item_features[attribute]
-            self.attribute_field[name] = attribute
+            # item id -> attribute ids, kept on the model's device (not saved: derived from the data)
+            self.register_buffer(f"attribute_of_item_{name}", values.to(self.item_embedding.weight.device), persistent=False)
             self.attributes[name] = nn.Embedding(int(values.max()) + 1, self.hidden_size, padding_idx=0)
             self.attributes[name].apply(self._init_weights)
 
@@ -156,7 +155,7 @@ class PCL(SASRec):
                 prompt = prompt + self.context_lambda * context
             add = add + prompt * on
         if name in self.attributes:
-            values = self._item_features[self.attribute_field[name]].to(item_seq.device)[item_seq]
+            values = getattr(self, f"attribute_of_item_{name}")[item_seq]
             emb = self.attributes[name](values)
             if values.dim() == 3:  # token_seq attribute: mean over the item's tokens
                 emb = emb.sum(2) / values.ne(0).sum(2, keepdim=True).clamp(min=1)
