@@ -4,12 +4,16 @@
 """
 import argparse
 import sys
+import warnings
 
 from recbole_pcl.quick_start import run_recbole_pcl
 from recbole_pcl.utils import PCLError
 
 
 def main(argv=None):
+    # RecBole 1.2.1's own code warns about today's pandas/numpy/torch on every run; those warnings say
+    # nothing about the user's input and would bury a one-line error, so they are not shown.
+    warnings.filterwarnings("ignore", module=r"recbole(\.|$)")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "-m", default="PCL", help="recbole_pcl or RecBole model name")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")

@@ -32,18 +32,28 @@ def _stage_files(run_dir):
     return sorted(f for f in os.listdir(run_dir) if f.startswith("stage-"))
 
 
-def test_backbone_frozen_and_t1_unchanged(tiny_pcl):
+def test_backbone_frozen_and_t1_unchanged(tiny_pcl, monkeypatch):
+    from recbole_pcl.pipeline import ContinualRun
+
+    final_states = []
+    evaluate = ContinualRun.evaluate
+    monkeypatch.setattr(ContinualRun, "evaluate", lambda self, model, task: final_states.append(
+        {k: v.clone() for k, v in model.state_dict().items()}) or evaluate(self, model, task))
     result = run_recbole_pcl("PCL", "ml-100k", config_dict=tiny_pcl)
     files = _stage_files(result["run_dir"])
     assert files == ["stage-00-next_click.pth", "stage-01-next_4star.pth", "stage-02-next_5star.pth", "stage-03-next_genre.pth"]
     states = [safe_load(os.path.join(result["run_dir"], f))["state_dict"] for f in files]
+    # stage 0 holds the backbone; later stages hold their task's tensors only, never the backbone
+    assert set(states[0]) == set(SASRec_keys(states[0])) and "item_embedding.weight" in states[0]
+    for later in states[1:]:
+        assert not any(k.startswith(BACKBONE) for k in later)
+    assert set(states[1]) >= {"prompts.next_4star", "context_proj.weight"}
+    assert not any("next_5star" in k or "next_genre" in k for k in states[1])
+    # the model that answers the final evaluation still has stage 0's backbone, bit for bit
     for key, tensor in states[0].items():
-        if key.startswith(BACKBONE):
-            for later in states[1:]:
-                assert torch.equal(tensor, later[key]), key  # bit-identical after every task
-    # each task's own prompt no longer moves once its stage has ended
-    assert torch.equal(states[1]["prompts.next_4star"], states[3]["prompts.next_4star"])
-    assert not torch.equal(states[1]["prompts.next_5star"], states[2]["prompts.next_5star"])
+        assert torch.equal(final_states[-1][key], tensor), key
+    # ... and each task's own prompt as its stage left it
+    assert torch.equal(final_states[-1]["prompts.next_4star"], states[1]["prompts.next_4star"])
     rows = {r["task"]: r for r in result["tasks"]}
     assert rows["next_click"]["after_stage"] == rows["next_click"]["hit@10"]  # T1 right after pretraining = final
     for name in ("next_4star", "next_5star", "next_genre"):
@@ -58,9 +68,13 @@ def test_backbone_frozen_and_t1_unchanged(tiny_pcl):
     assert rows["next_4star"]["trainable_params"] < rows["next_click"]["trainable_params"] / 3
 
 
-def _model_and_batch(tiny_pcl, mode):
+def SASRec_keys(state):
+    return [k for k in state if k.startswith(BACKBONE)]
+
+
+def _model_and_batch(tiny_pcl, mode, **settings):
     no_dropout = dict(hidden_dropout_prob=0.0, attn_dropout_prob=0.0, contextual_prompt="none")
-    config = Config("PCL", "ml-100k", config_dict=dict(tiny_pcl, tasks=TASKS, pretrain_mode=mode, **no_dropout))
+    config = Config("PCL", "ml-100k", config_dict=dict(tiny_pcl, tasks=TASKS, pretrain_mode=mode, **dict(no_dropout, **settings)))
     data = ContinualData(config)
     dataset = data.tasks[0].train._dataset
     from recbole_pcl.model.sequential_recommender.pcl import PCL
@@ -108,32 +122,6 @@ def test_prompts_touch_only_the_last_t_items(tiny_pcl):
     assert add[1].tolist() == [0, 0, 0, 0, 0, 0, 0, 7, 8, 9]
 
 
-def test_resume_append_and_mismatch(tiny_pcl):
-    two = dict(tiny_pcl, tasks=TASKS[:2])
-    first = run_recbole_pcl("PCL", "ml-100k", config_dict=two)
-    run_dir = first["run_dir"]
-    stamp = {f: os.stat(os.path.join(run_dir, f)).st_mtime_ns for f in _stage_files(run_dir)}
-    # append a task: the finished stages are reused, not retrained
-    three = dict(tiny_pcl, tasks=TASKS[:3], run_dir=run_dir)
-    second = run_recbole_pcl("PCL", "ml-100k", config_dict=three)
-    assert {f: os.stat(os.path.join(run_dir, f)).st_mtime_ns for f in stamp} == stamp
-    assert _stage_files(run_dir)[-1] == "stage-02-next_5star.pth"
-    assert second["tasks"][1]["after_stage"] == first["tasks"][1]["after_stage"]
-    assert second["final"]["next_4star"] == first["final"]["next_4star"]  # the reloaded task is untouched
-    stage1, stage2 = (safe_load(os.path.join(run_dir, f))["state_dict"] for f in _stage_files(run_dir)[1:3])
-    assert torch.equal(stage1["prompts.next_4star"], stage2["prompts.next_4star"])
-    assert torch.equal(stage1["frozen_context.next_4star"], stage2["frozen_context.next_4star"])
-    # interrupted run: the last stage is missing, the run resumes there
-    os.remove(os.path.join(run_dir, "stage-02-next_5star.pth"))
-    third = run_recbole_pcl("PCL", "ml-100k", config_dict=three)
-    assert [r["task"] for r in third["tasks"]] == ["next_click", "next_4star", "next_5star"]
-    # a checkpoint of another configuration is refused, naming the key, and nothing is overwritten
-    before = {f: os.stat(os.path.join(run_dir, f)).st_mtime_ns for f in _stage_files(run_dir)}
-    with pytest.raises(PCLError, match="'hidden_size' is 16 there, 8 here"):
-        run_recbole_pcl("PCL", "ml-100k", config_dict=dict(three, hidden_size=8))
-    assert {f: os.stat(os.path.join(run_dir, f)).st_mtime_ns for f in _stage_files(run_dir)} == before
-
-
 def test_contextual_prompt_encodings_are_cached(tiny_pcl, monkeypatch):
     from recbole_pcl.model import text_encoder
 
@@ -148,3 +136,100 @@ def test_contextual_prompt_encodings_are_cached(tiny_pcl, monkeypatch):
     # real sentence embeddings: unit-norm (MiniLM normalises) and different for different texts
     assert torch.allclose(first.norm(dim=1), torch.ones(2), atol=1e-4)
     assert not torch.allclose(first[0], first[1], atol=1e-2)
+
+
+def _pcl_with_tasks(tiny_pcl, tasks=("t2", "t3"), **settings):
+    """A PCL model on the tiny data with link tasks ``tasks`` and random task descriptions."""
+    pcl, _, batch, _ = _model_and_batch(tiny_pcl, "prefix", **settings)
+    names = ["t1", *tasks]
+    pcl.set_task_texts(names, torch.randn(len(names), pcl.context_text_dim, generator=torch.Generator().manual_seed(1)))
+    for name in tasks:
+        pcl.add_task(name, "link")
+    return pcl, batch
+
+
+SEQ = torch.tensor([[5, 6, 7, 8, 9, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
+SEQ_LEN = torch.tensor([5, 10])
+
+
+@pytest.mark.parametrize("init", ["previous", "random"])
+def test_prompt_init_previous_copies_the_last_tasks_prompt(tiny_pcl, init):
+    pcl, _ = _pcl_with_tasks(tiny_pcl, prompt_init=init, contextual_prompt="random")
+    pcl.begin_task("t2")
+    with torch.no_grad():
+        pcl.prompts["t2"].add_(1.0)  # what tuning t2 would have learned
+    pcl.end_task("t2")
+    pcl.begin_task("t3")
+    assert torch.equal(pcl.prompts["t3"], pcl.prompts["t2"]) == (init == "previous")
+    assert pcl.prompts["t3"].requires_grad and not pcl.prompts["t2"].requires_grad
+
+
+def test_contextual_prompt_scaled_by_lambda_on_the_last_t_items_only(tiny_pcl):
+    pcl, _ = _pcl_with_tasks(tiny_pcl, contextual_prompt="random", context_lambda=2.5)
+    pcl.begin_task("t2")
+    with torch.no_grad():
+        pcl.prompts["t2"].zero_()
+    context = pcl._live_context("t2")
+    assert context.abs().sum() > 0
+    add = pcl.task_input("t2", SEQ, SEQ_LEN)
+    on = torch.zeros(2, 10, dtype=torch.bool)
+    on[0, 2:5] = on[1, 7:10] = True  # t = 3: the last three real items of each sequence
+    assert torch.allclose(add[on], (2.5 * context).expand(6, -1))
+    assert torch.equal(add[~on], torch.zeros_like(add[~on]))  # padding and earlier items: nothing
+
+
+def test_task_k_attends_only_over_tasks_learned_up_to_k(tiny_pcl):
+    pcl, _ = _pcl_with_tasks(tiny_pcl, contextual_prompt="random")
+    before = pcl._live_context("t2").detach().clone()
+    with torch.no_grad():
+        pcl.task_text[2].mul_(-3.0)  # a later task's description
+    assert torch.equal(pcl._live_context("t2"), before)
+    pcl.task_text = pcl.task_text[:2]  # t3 not declared at all (a shorter run)
+    assert torch.equal(pcl._live_context("t2"), before)
+
+
+def test_sampled_ranking_deduplication_keeps_each_users_own_sequence(tiny_pcl):
+    pcl, _ = _pcl_with_tasks(tiny_pcl, contextual_prompt="none")
+    pcl.begin_task("t2")
+    pcl.eval()
+    seqs = torch.tensor([[1, 2, 3, 0, 0, 0, 0, 0, 0, 0], [4, 5, 6, 7, 8, 9, 0, 0, 0, 0], [1, 2, 3, 4, 0, 0, 0, 0, 0, 0]])
+    lens = torch.tensor([3, 6, 4])
+    rows = torch.tensor([1, 0, 2, 1, 0, 2, 2, 1])  # users interleaved, each repeated (as uni100 batches are)
+    items = torch.tensor([11, 12, 13, 14, 15, 16, 17, 18])
+    batch = {"item_id_list": seqs[rows], "item_length": lens[rows], "item_id": items}
+    with torch.no_grad():
+        scores = pcl.predict(batch)
+        expected = torch.stack([(pcl.forward(seqs[r : r + 1], lens[r : r + 1], "t2")[0] * pcl.item_embedding.weight[i]).sum()
+                                for r, i in zip(rows.tolist(), items.tolist())])
+    assert torch.allclose(scores, expected, atol=1e-6)
+
+
+def test_token_seq_attribute_adds_the_mean_of_the_items_tokens(tiny_pcl):
+    config = dict(tiny_pcl, tasks=TASKS, pretrain_mode="prefix", contextual_prompt="none", prompt_length=0)
+    data = ContinualData(Config("PCL", "ml-100k", config_dict=config))
+    from recbole_pcl.model.sequential_recommender.pcl import PCL
+
+    pcl = PCL(Config("PCL", "ml-100k", config_dict=config), data.tasks[0].train._dataset)
+    pcl.add_task("genre", "class", num_classes=19, attribute="class")
+    pcl.begin_task("genre")
+    genres = pcl.attribute_of_item_genre  # item id -> genre ids, padded with 0
+    multi = int(torch.nonzero(genres.ne(0).sum(1) >= 2)[0])  # an item with several genres
+    seq = torch.tensor([[multi, 0, 0]])
+    add = pcl.task_input("genre", seq, torch.tensor([1]))
+    tokens = genres[multi][genres[multi] != 0]
+    assert torch.allclose(add[0, 0], pcl.attributes["genre"].weight[tokens].mean(0))
+    assert torch.equal(add[0, 1:], torch.zeros_like(add[0, 1:]))  # padding positions get nothing
+    assert any(p is pcl.attributes["genre"].weight for p in pcl.task_parameters("genre"))
+
+
+def test_mlp_adapter_and_item_attribute_train_in_a_run(tiny_pcl):
+    tasks = copy.deepcopy(TASKS[:1] + TASKS[3:4])
+    tasks[1]["attribute"] = "class"  # genre embeddings of the input items (token_seq)
+    result = run_recbole_pcl("PCL", "ml-100k", config_dict=dict(tiny_pcl, tasks=tasks, adapter="mlp", contextual_prompt="none"))
+    row = {r["task"]: r for r in result["tasks"]}["next_genre"]
+    d, classes, genres = 16, 19, 19 + 1
+    # prompt (10 x 16) + MLP (16x16 + 16, then 16x19 + 19) + genre embeddings (20 x 16)
+    assert row["trainable_params"] == 10 * d + (d * d + d) + (d * classes + classes) + genres * d
+    state = safe_load(os.path.join(result["run_dir"], "stage-01-next_genre.pth"))["state_dict"]
+    assert state["adapters.next_genre.0.weight"].shape == (d, d) and state["adapters.next_genre.3.weight"].shape == (classes, d)
+    assert 0 < row["accuracy"] <= 1 and row["BWT%"] == 0

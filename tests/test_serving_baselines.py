@@ -45,12 +45,38 @@ def test_serving_predictions_and_user_vectors(tiny_run, tmp_path):
     assert float(rows[1][1]) == pytest.approx(float(predictor.user_representation([rows[1][0]])[0, 0]), abs=1e-5)
     with pytest.raises(PCLError, match="unknown task 'nope'"):
         predictor.predict("nope", users)
+    with pytest.raises(PCLError, match="task 'next_genre' predicts classes, not items: use predict"):
+        predictor.recommend("next_genre", users)
 
 
 
-def test_unfinished_run_cannot_be_served(tiny_run):
-    with pytest.raises(PCLError, match="has not finished stage 0"):
-        load_continual_run("PCL", "ml-100k", config_dict=tiny_run)
+def test_serving_refuses_missing_runs_and_bad_requests(tiny_run, monkeypatch):
+    from recbole_pcl.model import text_encoder
+
+    monkeypatch.setattr(text_encoder, "encode_texts", None)  # the language model must not even load
+    with pytest.raises(PCLError, match="no run at .*: run this configuration first"):
+        load_continual_run("PCL", "ml-100k", config_dict=dict(tiny_run, contextual_prompt="lm"))
+    assert not os.path.exists(tiny_run["checkpoint_dir"])  # nothing created
+    monkeypatch.undo()
+    two = dict(tiny_run, tasks=TASKS[:2], epochs=1)
+    run_recbole_pcl("PCL", "ml-100k", config_dict=two)
+    with pytest.raises(PCLError, match=r"has not finished stage 2 \(next_5star\)"):
+        load_continual_run("PCL", "ml-100k", config_dict=dict(two, tasks=TASKS[:3], run_dir=run_recbole_pcl_dir(two)))
+    predictor = load_continual_run("PCL", "ml-100k", config_dict=two)
+    user = predictor.data.dataset.id2token("user_id", predictor.data._users[:1])
+    n_items = predictor.data.dataset.item_num - 1
+    assert len(predictor.recommend("next_4star", user, k=n_items)[0]) == n_items  # every item, never [PAD]
+    for k in (0, -1, n_items + 1, 2.5):
+        with pytest.raises(PCLError, match=f"k must be an integer from 1 to the number of items \\({n_items}\\), got {k}"):
+            predictor.recommend("next_4star", user, k=k)
+
+
+def run_recbole_pcl_dir(config_dict):
+    from recbole_pcl.config import Config
+    from recbole_pcl.pipeline import ContinualRun
+    from recbole_pcl.utils import get_model
+
+    return ContinualRun(Config("PCL", "ml-100k", config_dict=config_dict), get_model("PCL")).run_dir
 
 
 def test_task_prior_is_popularity_and_majority(tiny_run):

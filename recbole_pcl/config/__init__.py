@@ -1,1 +1,1 @@
-from recbole_pcl.config.configurator import Config
+from recbole_pcl.config.configurator import Config, literal_value

@@ -5,16 +5,34 @@ Order of precedence, lowest first: RecBole's internal defaults -> ``properties/o
 ``config_dict`` -> ``cmd_args`` (``--key=value`` strings).
 
 Unlike RecBole's, this Config never reads ``sys.argv``: command-line options reach it only through
-``cmd_args`` (``run_recbole_pcl.py`` passes them), so pytest's own options cannot leak in.
+``cmd_args`` (``run_recbole_pcl.py`` passes them), so pytest's own options cannot leak in; their values
+are read as Python literals (numbers, lists, dicts, true/false/none), never evaluated as code.
+
+Every setting the user gives is checked when the Config is built (:mod:`.validation`): unknown keys,
+types, ranges and allowed values fail at once with a :class:`PCLError` naming the key.
 """
+import ast
 import inspect
 import os
 from pathlib import Path
 
+import yaml
 from recbole.config import Config as RecBoleConfig
 
+from recbole_pcl.config.validation import kind_of, validate
 from recbole_pcl.utils.errors import PCLError
 from recbole_pcl.utils.utils import get_model, properties_dir
+
+
+def literal_value(text, booleans=False):
+    """``text`` read as a Python literal (number, list, dict, None…) if it is one, else ``text``; with
+    ``booleans``, also 'true'/'false' in any case (as RecBole reads command-line values)."""
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        if booleans and text.strip().lower() in ("true", "false"):
+            return text.strip().lower() == "true"
+        return text
 
 
 class Config(RecBoleConfig):
@@ -24,6 +42,25 @@ class Config(RecBoleConfig):
             if not os.path.isfile(file):
                 raise PCLError(f"config file not found: {file}")
         super().__init__(model, dataset, config_file_list, config_dict)
+        validate(self.final_config_dict, self.external_config_dict, self._default_types)
+
+    def _load_config_files(self, file_list):
+        merged = {}
+        for file in file_list or []:
+            try:
+                with open(file, "r", encoding="utf-8") as f:
+                    content = yaml.load(f.read(), Loader=self.yaml_loader)
+            except yaml.YAMLError as e:
+                where = getattr(e, "problem_mark", None)
+                line = f" (line {where.line + 1})" if where is not None else ""
+                raise PCLError(f"config file {file} is not valid YAML{line}: {getattr(e, 'problem', None) or e}") from None
+            except (OSError, UnicodeDecodeError) as e:
+                raise PCLError(f"config file {file} cannot be read: {e}") from None
+            if content is not None and not isinstance(content, dict):
+                raise PCLError(f"config file {file} must be a mapping of 'key: value' lines, not a {type(content).__name__}")
+            merged.update(content or {})
+        return merged
+
 
     def _load_cmd_line(self):
         cmd_config_dict = {}
@@ -34,7 +71,7 @@ class Config(RecBoleConfig):
             if key in cmd_config_dict and cmd_config_dict[key] != value:
                 raise PCLError(f"command-line option --{key} is given twice with different values")
             cmd_config_dict[key] = value
-        return self._convert_config_dict(cmd_config_dict)
+        return {key: literal_value(value, booleans=True) for key, value in cmd_config_dict.items()}
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -68,3 +105,4 @@ class Config(RecBoleConfig):
                 config_dict = self._update_internal_config_dict(file)
                 if file.parent.name == "dataset" and config_dict:
                     self.parameters["Dataset"] += [k for k in config_dict if k not in self.parameters["Dataset"]]
+        self._default_types = {key: kind_of(value) for key, value in self.internal_config_dict.items()}

@@ -24,7 +24,8 @@ from recbole.utils import EvaluatorType, FeatureType
 from tabulate import tabulate
 
 from recbole_pcl.data.tasks import TaskSpec, parse_tasks
-from recbole_pcl.data.utils import build_dataloaders, create_dataset
+from recbole_pcl.data.builders import prepare_dataset
+from recbole_pcl.data.utils import build_dataloaders, check_dataset_files, load_dataset
 from recbole_pcl.utils.errors import PCLError
 
 MIN_T1_LENGTH = 3  # leave-one-out needs a train, a valid and a test target
@@ -88,6 +89,21 @@ def task_config(config, spec):
     return tc
 
 
+def task_sequence(config):
+    """The dataset's task specs, after building its atomic files from raw input (where its yaml says
+    so) and checking that they hold what the tasks need: cheap checks, before any loading."""
+    prepare_dataset(config)
+    try:
+        specs = parse_tasks(config["tasks"])
+    except PCLError:
+        check_dataset_files(config)  # an unknown dataset, not its (absent) tasks, is the cause
+        raise
+    prepare_config(config, specs)
+    inter_fields = ["USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD"]
+    check_dataset_files(config, inter_fields + [s.field for s in specs if s.source == "next_item" and s.field])
+    return specs
+
+
 class ContinualData:
     """Loads a dataset once and derives T1 and the downstream tasks from it.
 
@@ -96,12 +112,11 @@ class ContinualData:
         dataset: the RecBole dataset that holds the id mapping (``field2id_token``) of every task.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, specs=None):
         self.logger = getLogger()
-        specs = parse_tasks(config["tasks"])
-        prepare_config(config, specs)
+        specs = specs or task_sequence(config)
         self.config = config
-        full = create_dataset(config)
+        full = load_dataset(config)
         self._check_fields(full, specs)
         self.dataset = full
         inter = full.inter_feat.sort_values([full.uid_field, full.time_field], kind="stable").reset_index(drop=True)
@@ -166,8 +181,6 @@ class ContinualData:
     # ----- split ------------------------------------------------------------------------------
     def _split_users(self, config):
         ratios = np.asarray(config["task_split"], dtype=float)
-        if ratios.shape != (3,) or (ratios <= 0).any():
-            raise PCLError(f"task_split must be three positive ratios (train, valid, test), got {config['task_split']}")
         users = self._users[self._lengths > MIN_T1_LENGTH]
         rng = np.random.default_rng(config["seed"])
         users = users[rng.permutation(len(users))]
@@ -241,8 +254,14 @@ class ContinualData:
             keep = length > 0
             loaders.append(self._template.copy(Interaction(fields)[torch.as_tensor(keep)]))
             summary[phase] = int(keep.sum())
-        if summary["labelled users"] == 0 or summary["train"] == 0:
+        if summary["labelled users"] == 0:
             raise PCLError(f"task '{spec.name}': no labelled users (check its label rule against the data)")
+        empty = [phase for phase in ("train", "valid", "test") if summary[phase] == 0]
+        if empty:
+            raise PCLError(
+                f"task '{spec.name}': the user split leaves no {' and no '.join(empty)} users "
+                f"({summary['labelled users']} labelled users, task_split={list(self.config['task_split'])})"
+            )
         summary["labels"] = len(np.unique(labels[has])) if spec.is_link else f"{len(np.unique(labels[has]))}/{len(classes)} classes"
         tc = task_config(self.config, spec)
         return TaskData(spec, index, *build_dataloaders(tc, self._template, loaders), tc, classes, summary)

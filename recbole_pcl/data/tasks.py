@@ -43,6 +43,9 @@ class Interval:
             raise PCLError(f"{where}: interval '{text}' is not of the form [a,b), (a,b], [a,b] or (a,b)")
         return cls(float(m.group(2)), float(m.group(3)), m.group(1) == "[", m.group(4) == "]")
 
+    def __str__(self):
+        return f"{'[' if self.low_closed else '('}{self.low:g},{self.high:g}{']' if self.high_closed else ')'}"
+
     def contains(self, values):
         """Element-wise membership for a numpy array or torch tensor."""
         low = values >= self.low if self.low_closed else values > self.low

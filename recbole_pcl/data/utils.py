@@ -4,7 +4,7 @@ import os
 
 from recbole.data.utils import create_samplers, get_dataloader
 from recbole.sampler import KGSampler
-from recbole.utils import ModelType
+from recbole.utils import FeatureType, ModelType
 
 from recbole_pcl.data.builders import prepare_dataset
 from recbole_pcl.utils.errors import PCLError
@@ -19,33 +19,88 @@ _TYPE2CLASS = {
 }
 
 
-def check_dataset_files(config):
-    """Fail with the path at fault when the dataset's interaction file is absent."""
-    inter_file = os.path.join(config["data_path"], f"{config['dataset']}.inter")
+def atomic_file(config, suffix):
+    return os.path.join(config["data_path"], f"{config['dataset']}.{suffix}")
+
+
+def check_dataset_files(config, inter_fields=()):
+    """Fail naming the file and field at fault when the interaction file is absent, has no rows, a
+    malformed header, or lacks one of ``inter_fields`` (by their config keys, e.g. ``TIME_FIELD``)."""
+    inter_file = atomic_file(config, "inter")
     if not os.path.isfile(inter_file):
         raise PCLError(
             f"unknown dataset '{config['dataset']}': no atomic file {inter_file} "
             f"(set data_path, or put {config['dataset']}.inter there)"
         )
+    with open(inter_file, encoding=config["encoding"] or "utf-8") as f:
+        header, first_row = f.readline().rstrip("\r\n"), f.readline().strip()
+    columns = header.split(config["field_separator"])
+    for column in columns:
+        name, _, ftype = column.partition(":")
+        if not name or ftype not in {t.value for t in FeatureType}:
+            raise PCLError(
+                f"{inter_file}: header column '{column}' is not 'name:type' with a RecBole type "
+                f"({', '.join(t.value for t in FeatureType)})"
+            )
+    if not first_row:
+        raise PCLError(f"{inter_file} has no interactions (a header only)")
+    present = {c.partition(":")[0] for c in columns}
+    for key in inter_fields:
+        field = config[key] if key.isupper() else key
+        if field not in present:
+            what = f"the field '{field}' ({key})" if key.isupper() else f"the field '{field}'"
+            raise PCLError(f"{inter_file} lacks {what}, which the task sequence needs")
+
+
+def diagnose_values(config):
+    """Find the first value of a float column that is not a number, in any atomic file of the dataset;
+    raise naming the file, column, line and value (RecBole's own error names none of them)."""
+    import pandas as pd
+
+    sep = config["field_separator"]
+    for suffix in ("inter", "user", "item"):
+        path = atomic_file(config, suffix)
+        if not os.path.isfile(path):
+            continue
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, engine="python")
+        for column in frame.columns:
+            if column.endswith(":float"):
+                cells = frame[column].str.strip()
+                bad = cells.ne("") & pd.to_numeric(cells, errors="coerce").isna()
+                if bad.any():
+                    row = int(bad.to_numpy().argmax())
+                    raise PCLError(f"{path}: column '{column}' holds a non-numeric value {cells.iloc[row]!r} (line {row + 2})")
 
 
 def create_dataset(config):
-    """``<Model>Dataset`` from recbole_pcl.data or RecBole, else RecBole's class for the model type.
+    """``<Model>Dataset`` from recbole_pcl.data or RecBole, else RecBole's class for the model type,
+    built from raw input first where the dataset's yaml says so (:mod:`.builders`).
 
     RecBole's own ``create_dataset`` unpickles ``dataset_save_path``; we never load pickles.
     """
+    prepare_dataset(config)
+    check_dataset_files(config)
+    return load_dataset(config)
+
+
+def load_dataset(config):
+    """Load the dataset's atomic files (already built and checked) into the model's dataset class."""
     for key in ("dataset_save_path", "dataloaders_save_path"):
         if config[key]:
             raise PCLError(f"config key '{key}' is not supported: it loads pickled objects, which we refuse")
-    prepare_dataset(config)
-    check_dataset_files(config)
     name = config["model"] + "Dataset"
     for module in ("recbole_pcl.data.dataset", "recbole.data.dataset"):
         mod = importlib.import_module(module)
         if hasattr(mod, name):
-            return getattr(mod, name)(config)
-    dataset_module = importlib.import_module("recbole.data.dataset")
-    return getattr(dataset_module, _TYPE2CLASS[config["MODEL_TYPE"]])(config)
+            dataset_class = getattr(mod, name)
+            break
+    else:
+        dataset_class = getattr(importlib.import_module("recbole.data.dataset"), _TYPE2CLASS[config["MODEL_TYPE"]])
+    try:
+        return dataset_class(config)
+    except (ValueError, TypeError):
+        diagnose_values(config)
+        raise
 
 
 def build_dataloaders(config, dataset, built_datasets):

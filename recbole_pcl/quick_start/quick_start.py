@@ -7,8 +7,7 @@ from recbole.utils import get_environment, get_flops, init_logger, init_seed, se
 
 from recbole_pcl.config import Config
 from recbole_pcl.data import create_dataset, data_preparation
-from recbole_pcl.data.continual import ContinualData
-from recbole_pcl.trainer.continual_trainer import ContinualRun
+from recbole_pcl.pipeline import ContinualRun
 from recbole_pcl.utils import get_model, get_trainer
 
 
@@ -33,7 +32,7 @@ def run_recbole_pcl(model=None, dataset=None, config_file_list=None, config_dict
 
     model_class = get_model(config["model"])
     if hasattr(model_class, "begin_task"):  # the continual protocol: a staged run over the task sequence
-        return ContinualRun(config, ContinualData(config), model_class).run()
+        return ContinualRun(config, model_class).run()
 
     dataset = create_dataset(config)
     logger.info(dataset)

@@ -6,8 +6,7 @@ import torch
 from recbole.utils import init_logger, init_seed
 
 from recbole_pcl.config import Config
-from recbole_pcl.data.continual import ContinualData
-from recbole_pcl.trainer.continual_trainer import ContinualRun
+from recbole_pcl.pipeline import ContinualRun
 from recbole_pcl.utils import PCLError, atomic_path, get_model
 
 
@@ -44,6 +43,12 @@ class ContinualPredictor:
 
     def recommend(self, task, users=None, k=10):
         """Top-``k`` item tokens of a link task per user (padding excluded)."""
+        self._task(task)
+        if self.tasks[task].spec.kind != "link":
+            raise PCLError(f"task '{task}' predicts classes, not items: use predict('{task}', users) for its class probabilities")
+        n_items = self.data.dataset.item_num - 1  # id 0 is padding
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_items:
+            raise PCLError(f"k must be an integer from 1 to the number of items ({n_items}), got {k!r}")
         scores = self.predict(task, users)
         scores[:, 0] = -float("inf")
         top = scores.topk(k, dim=1).indices.cpu().numpy()
@@ -78,5 +83,5 @@ def load_continual_run(model="PCL", dataset="ml-100k", config_file_list=None, co
     config = Config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    data = ContinualData(config)
-    return ContinualPredictor(ContinualRun(config, data, get_model(config["model"])).load_final(), data)
+    run = ContinualRun(config, get_model(config["model"]))
+    return ContinualPredictor(run.load_final(), run.data)

@@ -1,6 +1,7 @@
 """Checkpoints as tensors plus plain data, written atomically, loaded with ``weights_only=True``."""
 import contextlib
 import os
+import pickle
 import tempfile
 
 import torch
@@ -17,6 +18,7 @@ def atomic_path(path):
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results should follow the user's umask
     try:
         yield tmp
         os.replace(tmp, path)
@@ -24,6 +26,12 @@ def atomic_path(path):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path, text):
@@ -46,8 +54,10 @@ def safe_load(path, map_location="cpu"):
         raise PCLError(f"checkpoint file not found: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle.UnpicklingError and friends: refuse, never fall back to full unpickling
+    except pickle.UnpicklingError:  # never fall back to full unpickling
         raise PCLError(
-            f"{path} is not a recbole-pcl checkpoint that loads with weights_only=True "
-            f"(RecBole's own checkpoints pickle a Config and are refused): {type(e).__name__}"
+            f"{path} pickles Python objects, which are refused: only tensors and plain data load "
+            f"(weights_only=True), so RecBole's own checkpoints (they pickle a Config) cannot be used"
         ) from None
+    except Exception as e:  # a truncated or damaged zip archive, or not a torch file at all
+        raise PCLError(f"{path} is truncated or not a torch checkpoint ({type(e).__name__}); delete or replace it") from None

@@ -11,7 +11,8 @@ embeddings. Each downstream task k gets, on the last ``t`` items of the input se
 * a position-wise prompt ``p_k`` (Eq. 1), initialised randomly for the first downstream task and
   from ``p_{k-1}`` afterwards;
 * a contextual prompt ``lambda * p'_k`` (Eq. 2-3): row k of a multi-head attention over the encoded
-  descriptions of all tasks;
+  task descriptions. Read continually: when task k is learned, later tasks do not exist yet, so row k
+  attends over the descriptions of tasks 1..k only;
 * optionally an item-attribute embedding sequence (e.g. genre), added at every position;
 * for class tasks, an adapter (linear or MLP) from the user vector to the classes.
 Link tasks score against the frozen item table. **Prompts are attached in** :meth:`PCL.task_input`.
@@ -28,22 +29,23 @@ from recbole_pcl.utils.errors import PCLError
 
 
 class PCL(SASRec):
+    # Stage 0 is plain SASRec pretraining, shared with every method that declares the same; these
+    # settings are read by the downstream stages only (see recbole_pcl.pipeline.identity).
+    pretraining = "SASRec"
+    downstream_settings = (
+        "prompt_length", "context_lambda", "contextual_prompt", "context_heads", "context_text_dim",
+        "text_encoder", "adapter", "prompt_init",
+    )
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self._backbone_keys = list(self.state_dict())  # what SASRec has is the backbone (stage 0)
         self.prompt_length = config["prompt_length"]  # t
-        if not 0 <= self.prompt_length <= self.max_seq_length:
-            raise PCLError(f"prompt_length must be in [0, MAX_ITEM_LIST_LENGTH={self.max_seq_length}], got {self.prompt_length}")
         self.context_lambda = config["context_lambda"]
         self.contextual_prompt = config["contextual_prompt"]  # lm | random | none
-        if self.contextual_prompt not in ("lm", "random", "none"):
-            raise PCLError(f"contextual_prompt must be lm, random or none, got '{self.contextual_prompt}'")
         self.adapter_type = config["adapter"]
-        if self.adapter_type not in ("linear", "mlp"):
-            raise PCLError(f"adapter must be linear or mlp, got '{self.adapter_type}'")
         self.prompt_init = config["prompt_init"]  # previous | random
         self.pretrain_mode = config["pretrain_mode"]  # causal | prefix
-        if self.pretrain_mode not in ("causal", "prefix"):
-            raise PCLError(f"pretrain_mode must be causal or prefix, got '{self.pretrain_mode}'")
         if self.pretrain_mode == "causal" and self.loss_type != "CE":
             raise PCLError("pretrain_mode=causal trains every position with cross-entropy: set loss_type=CE")
         self.LABEL = config["LABEL_FIELD"]
@@ -60,21 +62,32 @@ class PCL(SASRec):
         self._item_features = dataset.get_item_feature() if dataset.item_feat is not None else None
         self.task_names = []
         self.register_buffer("task_text", torch.zeros(0, 0), persistent=False)
-        if self.contextual_prompt != "none":
-            self.context_proj = nn.Linear(config["context_text_dim"], self.hidden_size)
-            self.context_attn = nn.MultiheadAttention(self.hidden_size, config["context_heads"], batch_first=True)
+        self.context_text_dim, self.context_heads = config["context_text_dim"], config["context_heads"]
+        if self.uses_context:
+            self._new_context()
 
-    # ----- the continual protocol (used by recbole_pcl.trainer.ContinualTrainer) ------------------
+    @property
+    def uses_context(self):
+        return self.contextual_prompt != "none" and self.prompt_length > 0
+
+    def _new_context(self):
+        """The shared attention of Eq. 2, freshly initialised (at the first downstream task)."""
+        device = self.item_embedding.weight.device
+        self.context_proj = nn.Linear(self.context_text_dim, self.hidden_size).to(device)
+        self.context_attn = nn.MultiheadAttention(self.hidden_size, self.context_heads, batch_first=True).to(device)
+
+    # ----- the continual protocol (used by recbole_pcl.pipeline) -----------------------------------
     def set_task_texts(self, names, embeddings):
-        """Encoded descriptions of every task of the run, ``E_T`` (``[|T|, context_text_dim]``)."""
+        """Encoded descriptions of the run's tasks in order, ``E_T`` (``[|T|, context_text_dim]``)."""
         self.task_names = list(names)
         self.task_text = embeddings.to(self.item_embedding.weight.device)
 
     def add_task(self, name, kind, num_classes=0, attribute=None):
-        """Create task ``name``'s prompt, adapter and attribute embedding (before tuning or loading)."""
+        """Create task ``name``'s prompt, adapter and attribute embedding; :meth:`begin_task`
+        initialises them (under the stage's seed)."""
         self.task_kind[name] = kind
         self.prompts[name] = nn.Parameter(torch.zeros(self.max_seq_length, self.hidden_size))
-        if self.contextual_prompt != "none":
+        if self.uses_context:
             self.frozen_context[name] = nn.Parameter(torch.zeros(self.hidden_size), requires_grad=False)
         if kind == "class":
             d = self.hidden_size
@@ -83,7 +96,6 @@ class PCL(SASRec):
                 if self.adapter_type == "linear"
                 else nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(self.hidden_dropout_prob), nn.Linear(d, num_classes))
             )
-            self.adapters[name].apply(self._init_weights)
         if attribute is not None:
             if self._item_features is None or attribute not in self._item_features:
                 raise PCLError(f"task '{name}': attribute field '{attribute}' is not an item feature")
@@ -91,25 +103,36 @@ class PCL(SASRec):
             # item id -> attribute ids, kept on the model's device (not saved: derived from the data)
             self.register_buffer(f"attribute_of_item_{name}", values.to(self.item_embedding.weight.device), persistent=False)
             self.attributes[name] = nn.Embedding(int(values.max()) + 1, self.hidden_size, padding_idx=0)
-            self.attributes[name].apply(self._init_weights)
 
     def begin_task(self, name, train_all=False):
-        """Prepare tuning of ``name`` (None = T1 pretraining): prompt initialisation and which
-        parameters learn. ``train_all`` trains everything (a model learning ``name`` from scratch)."""
+        """Prepare tuning of ``name`` (None = T1 pretraining): initialise its parameters and choose
+        which learn. ``train_all`` trains everything (a model learning ``name`` from scratch)."""
         self.active_task = name
         if name is not None:
-            with torch.no_grad():
-                if self.prompt_init == "previous" and self.last_prompted is not None:
-                    self.prompts[name].copy_(self.prompts[self.last_prompted])
-                else:
-                    self.prompts[name].normal_(0.0, self.initializer_range)
-        train = self.parameters() if name is None or train_all else self.task_parameters(name)
+            self._init_task(name)
+        train = self.backbone_parameters() if name is None else self.task_parameters(name)
+        if train_all:
+            train = list(train) + list(self.backbone_parameters())
         for p in self.parameters():
             p.requires_grad_(False)
         for p in train:
             p.requires_grad_(True)
-        for p in self.frozen_context.parameters():
-            p.requires_grad_(False)
+
+    def _init_task(self, name):
+        with torch.no_grad():
+            if self.prompt_init == "previous" and self.last_prompted is not None:
+                self.prompts[name].copy_(self.prompts[self.last_prompted])
+            else:
+                self.prompts[name].normal_(0.0, self.initializer_range)
+        for modules in (self.adapters, self.attributes):
+            if name in modules:
+                modules[name].apply(self._init_weights)
+        if self.uses_context and not self.finished:
+            self._new_context()
+
+    def backbone_parameters(self):
+        named = dict(self.named_parameters())
+        return [named[k] for k in self._backbone_keys if k in named]
 
     def task_parameters(self, name):
         """The parameters tuned for task ``name`` (backbone and item embeddings stay frozen)."""
@@ -117,14 +140,14 @@ class PCL(SASRec):
         for modules in (self.adapters, self.attributes):
             if name in modules:
                 params += list(modules[name].parameters())
-        if self.contextual_prompt != "none":
+        if self.uses_context:
             params += list(self.context_proj.parameters()) + list(self.context_attn.parameters())
         return params
 
     def end_task(self, name):
         """Freeze what task ``name`` learned, so later tasks cannot change its predictions."""
         if name is not None:
-            if self.contextual_prompt != "none":
+            if self.uses_context:
                 with torch.no_grad():
                     self.frozen_context[name].copy_(self._live_context(name))
             self.finished.add(name)
@@ -133,12 +156,24 @@ class PCL(SASRec):
             p.requires_grad_(False)
         self.active_task = None
 
+    def stage_state(self, name):
+        """What stage ``name`` wrote (None = T1: the backbone): its task's tensors and the shared
+        attention it leaves to the next task."""
+        state = self.state_dict()
+        if name is None:
+            return {k: state[k] for k in self._backbone_keys}
+        prefixes = [f"prompts.{name}", f"adapters.{name}.", f"attributes.{name}.", f"frozen_context.{name}"]
+        if self.uses_context:
+            prefixes += ["context_proj.", "context_attn."]
+        return {k: v for k, v in state.items() if k.startswith(tuple(prefixes))}
+
     # ----- prompts ------------------------------------------------------------------------------
     def _live_context(self, name):
-        """Row ``name`` of ``P_T = MHA(E_T W)`` (Eq. 2)."""
-        e = self.context_proj(self.task_text).unsqueeze(0)  # [1, |T|, d]
+        """Row ``name`` of ``P_T = MHA(E_T W)`` (Eq. 2) over the tasks learned up to ``name``."""
+        k = self.task_names.index(name)
+        e = self.context_proj(self.task_text[: k + 1]).unsqueeze(0)  # [1, k + 1, d]
         p_t, _ = self.context_attn(e, e, e, need_weights=False)
-        return p_t[0, self.task_names.index(name)]
+        return p_t[0, k]
 
     def task_input(self, name, item_seq, item_seq_len):
         """What task ``name`` adds to the item-embedding sequence: prompts on the last t items (Eq. 1, 3)
@@ -150,16 +185,16 @@ class PCL(SASRec):
             rel = torch.arange(n, device=item_seq.device).unsqueeze(0) - item_seq_len.unsqueeze(1) + n
             on = ((rel >= n - t) & (rel < n)).unsqueeze(-1)
             prompt = self.prompts[name][rel.clamp(0, n - 1)]
-            if self.contextual_prompt != "none":
+            if self.uses_context:
                 context = self.frozen_context[name] if name in self.finished else self._live_context(name)
                 prompt = prompt + self.context_lambda * context
             add = add + prompt * on
         if name in self.attributes:
             values = getattr(self, f"attribute_of_item_{name}")[item_seq]
-            emb = self.attributes[name](values)
+            emb = self.attributes[name](values) * values.ne(0).unsqueeze(-1)  # missing values add nothing
             if values.dim() == 3:  # token_seq attribute: mean over the item's tokens
                 emb = emb.sum(2) / values.ne(0).sum(2, keepdim=True).clamp(min=1)
-            add = add + emb * item_seq.ne(0).unsqueeze(-1)
+            add = add + emb
         return add
 
     # ----- backbone -----------------------------------------------------------------------------

@@ -39,6 +39,10 @@ class TaskPrior(SequentialRecommender):
         self.active_task = None
         self.fake_loss.requires_grad_(False)
 
+    def stage_state(self, name):
+        key = f"counts.{T1 if name is None else name}"
+        return {key: self.state_dict()[key]}
+
     def train(self, mode=True):
         # RecBole's trainer switches to training mode at the start of every epoch: count each
         # epoch afresh, so the prior is one pass over the labels however many epochs run

@@ -1,0 +1,1 @@
+from recbole_pcl.pipeline.continual_run import ContinualRun

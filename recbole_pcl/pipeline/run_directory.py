@@ -1,0 +1,156 @@
+"""A run's directory: one writer at a time, one file per finished stage, nothing stale reused.
+
+* **One writer**: a run holds an advisory lock (``fcntl.flock``) on ``<run_dir>/.lock`` for its whole
+  life; a second run on the same directory fails at once naming it. The OS drops the lock when the
+  process dies, so a killed run never leaves it stuck.
+* **Stages**: ``stage-NN-<task>.pth`` holds the tensors the stage wrote and, as plain data, its
+  identity (:mod:`.identity`) and record (metrics, parameters, time). A file is used only if its
+  identity is this run's; an explicit run directory holding another run's stages is refused naming
+  the first key that differs.
+* **Sharing**: every finished stage is also hard-linked as ``<checkpoint_dir>/stages/<digest>.pth``,
+  so another run with a stage of the same identity (another fold, another method that starts from
+  the same pretraining, the same run with a task appended) links it instead of training it again.
+* **Nothing left behind**: files are written atomically; temporary files of a killed run are removed
+  by the next holder of the lock; a run that fails before finishing anything removes the directory
+  it created.
+"""
+import fcntl
+import json
+import os
+import shutil
+from logging import getLogger
+
+from recbole_pcl.pipeline.identity import digest, first_difference
+from recbole_pcl.utils.checkpoint import atomic_path, atomic_torch_save, atomic_write_text, safe_load
+from recbole_pcl.utils.errors import PCLError
+
+LOCK, RUN_FILE, STORE = ".lock", "run.json", "stages"
+
+
+def _missing_ancestors(path):
+    """The folders that creating ``path`` makes, deepest first."""
+    missing, folder = [], os.path.abspath(path)
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
+
+
+class RunDirectory:
+    def __init__(self, path, store_dir, identity):
+        self.path, self.store, self.identity = os.fspath(path), os.fspath(store_dir), identity
+        self.logger = getLogger()
+        self._lock_fd, self._created = None, []
+
+    # ----- lifetime ---------------------------------------------------------------------------
+    def __enter__(self):
+        self._created = _missing_ancestors(self.path)
+        os.makedirs(self.path, exist_ok=True)
+        fd = os.open(os.path.join(self.path, LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise PCLError(f"run directory {self.path} is in use by another run (pid {holder}); wait for it or use another run_dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+        try:
+            self._remove_leftovers()
+            self._check_run_file()
+        except BaseException:
+            self.__exit__(*(None,) * 3, failed=True)
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb, failed=None):
+        failed = exc_type is not None if failed is None else failed
+        if failed and self._created and not self.finished_files():
+            # nothing of value: leave no empty run behind (nor the empty folders made for it)
+            shutil.rmtree(self.path, ignore_errors=True)
+            for folder in self._created[1:]:
+                try:
+                    os.rmdir(folder)
+                except OSError:  # not empty: another run's
+                    break
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+        return False
+
+    def _remove_leftovers(self):
+        for name in os.listdir(self.path):
+            if name.startswith(".tmp-"):  # an atomic write that a killed run never finished
+                os.remove(os.path.join(self.path, name))
+
+    def finished_files(self):
+        return sorted(n for n in os.listdir(self.path) if n.endswith(".pth") and not n.startswith(".")) if os.path.isdir(self.path) else []
+
+    # ----- identity ---------------------------------------------------------------------------
+    def _check_run_file(self):
+        """Refuse a directory of another run; a run with tasks appended (or fewer tasks) is the same run."""
+        path = os.path.join(self.path, RUN_FILE)
+        current = self.identity.run()
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                stored = json.load(f)
+            shared = min(len(stored["tasks"]), len(current["tasks"]))
+            trimmed = dict(stored, tasks=stored["tasks"][:shared])
+            diff = first_difference(trimmed, dict(current, tasks=current["tasks"][:shared]))
+            if diff:
+                raise PCLError(self._mismatch(self.path, diff))
+        atomic_write_text(path, json.dumps(current, indent=1, sort_keys=True))
+
+    @staticmethod
+    def _mismatch(where, diff):
+        what, there, here = diff
+        return f"{where} holds another run: {what} is {there!r} there, {here!r} here (use another run_dir, or the default one)"
+
+    # ----- stages -----------------------------------------------------------------------------
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    def load(self, name, identity):
+        """The stored ``{"state_dict", "meta"}`` of stage file ``name`` with ``identity``, from this
+        directory or else from the shared store; None when neither has it."""
+        key = digest(identity)
+        path = self.file(name)
+        if not os.path.isfile(path):
+            shared = os.path.join(self.store, f"{key}.pth")
+            if not os.path.isfile(shared):
+                return None
+            self._link(shared, path)
+            self.logger.info(f"{name}: reusing the finished stage {shared}")
+        state = safe_load(path)
+        meta = state.get("meta") if isinstance(state, dict) else None
+        if not isinstance(meta, dict) or "identity" not in meta:
+            raise PCLError(f"{path} is not a stage file of recbole-pcl (no identity); delete it to redo that stage")
+        if meta.get("digest") != key:
+            diff = first_difference(meta["identity"], identity) or ("its identity", meta.get("digest"), key)
+            what, there, here = diff
+            raise PCLError(f"{path} belongs to another run: {what} is {there!r} there, {here!r} here")
+        return state
+
+    def save(self, name, identity, state_dict, record):
+        """Write stage file ``name`` atomically and share it in the store."""
+        key = digest(identity)
+        path = self.file(name)
+        atomic_torch_save({"state_dict": state_dict, "meta": {"identity": identity, "digest": key, "record": record}}, path)
+        os.makedirs(self.store, exist_ok=True)
+        try:
+            os.link(path, os.path.join(self.store, f"{key}.pth"))
+        except FileExistsError:
+            pass  # an identical stage is already shared
+        except OSError as e:  # e.g. another file system: the run works, only the sharing is lost
+            self.logger.info(f"{name} is not shared in {self.store}: {e}")
+        return path
+
+    def _link(self, source, target):
+        try:
+            with atomic_path(target) as tmp:
+                os.remove(tmp)
+                os.link(source, tmp)
+        except OSError:
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
