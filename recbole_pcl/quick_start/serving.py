@@ -18,6 +18,11 @@ class ContinualPredictor:
         self.model, self.data = model.eval(), data
         self.tasks = {t.spec.name: t for t in data.tasks}
 
+    @property
+    def users(self):
+        """Every user's token (as in the atomic files), in RecBole's id order."""
+        return list(self.data.dataset.id2token(self.data.dataset.uid_field, self.data._users))
+
     def _users(self, users):
         ds = self.data.dataset
         if users is None:

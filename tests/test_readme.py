@@ -1,0 +1,77 @@
+"""Every command the README shows runs, in a tiny configuration, in the order the README gives them.
+
+Command lines are run as written with the TINY settings (smaller data, model and epoch count) in
+place of their own sizes; their other settings (an ablation's ``--prompt_length=0``…) are kept. Python
+blocks run with TINY merged under their own ``config_dict``; benchmark scripts get the small-size
+arguments in BENCHMARK_ARGS. Setup commands (make, pip) are what CI itself runs.
+"""
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+import recbole_pcl.quick_start as quick_start
+import run_recbole_pcl as cli
+
+TINY = {
+    "user_inter_num_interval": "[20,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
+    "n_layers": 1, "n_heads": 1, "context_heads": 1, "epochs": 1, "prompt_length": 3, "train_batch_size": 128,
+    "eval_batch_size": 256, "show_progress": False, "state": "WARNING", "use_gpu": False,
+}
+BENCHMARK_ARGS = {
+    "benchmarks/pretrain_speed.py": [f"--{k}={v}" for k, v in TINY.items() if k != "epochs"],
+    "benchmarks/convert_ml25m_memory.py": ["--ratings", "20000", "--users", "300", "--movies", "500", "--chunksize", "5000"],
+}
+SIZES = {"user_inter_num_interval", "MAX_ITEM_LIST_LENGTH", "hidden_size", "inner_size", "n_layers", "epochs"}
+SETUP = ("make ", "pip ", "TORCH_SPEC=")  # environment setup: run by CI (.ci/run), not from a test
+
+
+def readme_blocks():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    return re.findall(r"```(bash|python)\n(.*?)```", text, re.S)
+
+
+def _commands(block):
+    for line in block.splitlines():
+        words = shlex.split(line, comments=True)
+        if words:
+            yield line.strip(), words
+
+
+def _run_cli(words, tmp_path):
+    args = [a for a in words[2:] if a[2:].partition("=")[0] not in SIZES]
+    given = {a[2:].partition("=")[0] for a in args if a.startswith("--")}
+    for option in [a for a in args if a.startswith("--config_files=")]:
+        for name in option.partition("=")[2].split():  # the README's placeholders for the user's own files
+            if not (tmp_path / name).exists():
+                (tmp_path / name).write_text("{}\n")
+    args += [f"--{k}={v}" for k, v in TINY.items() if k not in given]
+    return cli.main(args)
+
+
+def test_every_readme_command_runs(tmp_path, monkeypatch):
+    run, load = quick_start.run_recbole_pcl, quick_start.load_continual_run
+    monkeypatch.setattr(quick_start, "run_recbole_pcl", lambda *a, config_dict=None, **k: run(*a, config_dict={**TINY, **(config_dict or {})}, **k))
+    monkeypatch.setattr(quick_start, "load_continual_run", lambda *a, config_dict=None, **k: load(*a, config_dict={**TINY, **(config_dict or {})}, **k))
+    ran = []
+    for kind, block in readme_blocks():
+        if kind == "python":
+            exec(compile(block, "README.md", "exec"), {})
+            ran.append(block.splitlines()[0])
+            continue
+        for line, words in _commands(block):
+            if line.startswith(SETUP):
+                continue
+            if words[:2] == ["python", "run_recbole_pcl.py"]:
+                assert _run_cli(words, tmp_path) == 0, line
+            elif words[0] == "python" and words[1] in BENCHMARK_ARGS:
+                result = subprocess.run([sys.executable, str(REPO / words[1]), *words[2:], *BENCHMARK_ARGS[words[1]]],
+                                        capture_output=True, text=True, timeout=600)
+                assert result.returncode == 0, f"{line}\n{result.stderr[-2000:]}"
+            else:
+                pytest.fail(f"README command not covered by this test: {line}")
+            ran.append(line)
+    assert any("--model=PCL" in r for r in ran) and any("load_continual_run" in r or "import" in r for r in ran)
