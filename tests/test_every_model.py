@@ -14,6 +14,7 @@ from recbole.utils import ModelType
 from recbole_pcl.quick_start import run_recbole_pcl
 from recbole_pcl.utils import get_model, model_names
 from recbole_pcl.utils.utils import missing_requirement
+from quick_runs import quick_runs  # noqa: F401  (fixture)
 
 DATASET = "tiny"
 N_USERS, N_ITEMS, PER_USER = 24, 30, 10
@@ -136,23 +137,6 @@ def data_path(tmp_path_factory):
     return str(_write_tiny_dataset(tmp_path_factory.mktemp("every_model")))
 
 
-@pytest.fixture(autouse=True)
-def _fast(monkeypatch):
-    """Keep ~90 runs fast on a 2-core box: RecBole's get_environment samples CPU load for one whole
-    second (psutil.cpu_percent(interval=1)) after every run, only for a log table, so sample without
-    waiting; and use one torch thread, since on tensors this small two threads only add spin-waits
-    (which balloon when the cores are busy)."""
-    import psutil
-    import torch
-
-    cpu_percent = psutil.cpu_percent
-    monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None, percpu=False: cpu_percent(None, percpu))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _config(name, data_path, tmp_path):
     config = dict(COMMON, data_path=data_path, checkpoint_dir=str(tmp_path / "saved"))
     if get_model(name).type in (ModelType.CONTEXT, ModelType.DECISIONTREE):
@@ -173,7 +157,7 @@ def _params():
 
 
 @pytest.mark.parametrize("name", list(_params()))
-def test_model_trains_one_epoch(name, data_path, tmp_path):
+def test_model_trains_one_epoch(name, data_path, tmp_path, quick_runs):
     missing = missing_requirement(name)
     if missing:
         pytest.skip(missing)
