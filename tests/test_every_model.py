@@ -25,8 +25,8 @@ CONTINUAL = {"PCL", "TaskPrior"}
 
 # RecBole 1.2.1 itself stops these models on any stack; the reason is RecBole's, not ours.
 RECBOLE_FAILS = {
-    "SASRecCPR": (AssertionError, "RecBole's SASRecCPR reaches its own `assert False` (a slow path it disables)"),
-    "GRU4RecCPR": (AssertionError, "RecBole's GRU4RecCPR reaches its own `assert False` (a slow path it disables)"),
+    "SASRecCPR": (AssertionError, "RecBole's SASRecCPR reaches its own `assert False` (a path it disables)"),
+    "GRU4RecCPR": (AssertionError, "RecBole's GRU4RecCPR reaches its own `assert False` (a path it disables)"),
     "KSR": (
         RuntimeError,
         "RecBole's KSR multiplies float32 states by its preloaded relation vectors, kept as float64 "
@@ -169,7 +169,8 @@ def test_model_trains_one_epoch(name, data_path, tmp_path, quick_runs):
     else:  # ranking: every per-user metric is at most the user's hit indicator
         assert set(test) == {"recall@10", "mrr@10", "ndcg@10", "hit@10", "precision@10"}, test
         assert 0 < test["hit@10"] <= 1, test
-        assert all(0 <= test[k] <= test["hit@10"] for k in ("recall@10", "mrr@10", "ndcg@10", "precision@10")), test
+        for key in ("recall@10", "mrr@10", "ndcg@10", "precision@10"):
+            assert 0 <= test[key] <= test["hit@10"], test
 
 
 # ---- Optional packages: fail at once, before any data is loaded, naming the package ----
@@ -184,7 +185,9 @@ def _no_data_loading(monkeypatch):
     monkeypatch.setattr(qs, "create_dataset", refuse)
 
 
-@pytest.mark.parametrize("name, modules, pips", [("KGAT", ["dgl"], "dgl"), ("XGBoost", ["xgboost"], "xgboost lightgbm")])
+@pytest.mark.parametrize(
+    "name, modules, pips", [("KGAT", ["dgl"], "dgl"), ("XGBoost", ["xgboost"], "xgboost lightgbm")]
+)
 def test_missing_optional_package_is_one_line_exit_2(name, modules, pips, monkeypatch, capsys):
     import sys
 
@@ -208,7 +211,8 @@ def test_installed_but_broken_package_is_named(tmp_path, monkeypatch):
     (tmp_path / "faiss.py").write_text("raise ImportError('built for another numpy')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "faiss", raising=False)
-    with pytest.raises(PCLError, match=r"faiss-cpu \(installed but fails to import: ImportError: built for another numpy\)"):
+    why = r"faiss-cpu \(installed but fails to import: ImportError: built for another numpy\)"
+    with pytest.raises(PCLError, match=why):
         get_model("NCL")
 
 
@@ -220,7 +224,7 @@ def test_unknown_model_lists_names_marking_extra_packages(monkeypatch, capsys):
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "unknown model 'NoSuchModel'" in line
     choices = line.split("valid choices: ", 1)[1].split(", ")
-    assert {"PCL", "SASRec", "BPR", "LightGCN", "KGAT (needs dgl)", "XGBoost (needs xgboost+lightgbm)"} <= set(choices)
+    assert {"PCL", "SASRec", "BPR", "LightGCN", "KGAT (needs dgl)", "XGBoost (needs xgboost+lightgbm)"} <= {*choices}
     assert len(choices) == len(model_names())
     assert [c for c in choices if "(needs " in c] == [
         "KGAT (needs dgl)",

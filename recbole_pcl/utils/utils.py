@@ -66,11 +66,12 @@ def _import_problem(module):
 def missing_requirement(model_name):
     """One line naming the optional packages ``model_name`` needs that cannot be imported, and how
     to install them; None when all import."""
-    problems = [(pip, why) for module, pip in OPTIONAL_REQUIREMENTS.get(model_name, []) if (why := _import_problem(module))]
+    requirements = OPTIONAL_REQUIREMENTS.get(model_name, [])
+    problems = [(pip, why) for module, pip in requirements if (why := _import_problem(module))]
     if not problems:
         return None
     pips = [pip for pip, _ in problems]
-    builds = "".join(f"; {pip} must match your torch, see {_TORCH_BUILDS[pip]}" for pip in pips if pip in _TORCH_BUILDS)
+    builds = "".join(f"; {p} must match your torch, see {_TORCH_BUILDS[p]}" for p in pips if p in _TORCH_BUILDS)
     return (
         f"model '{model_name}' needs the optional package{'s' * (len(pips) > 1)} "
         f"{', '.join(f'{pip} ({why})' for pip, why in problems)}: pip install {' '.join(pips)}{builds}"
@@ -91,10 +92,13 @@ def model_names():
 
 
 def _described_model_names():
-    return ", ".join(
-        name + (f" (needs {'+'.join(pip for _, pip in OPTIONAL_REQUIREMENTS[name])})" if name in OPTIONAL_REQUIREMENTS else "")
-        for name in model_names()
-    )
+    """``model_names()`` for an error message, marking the models that need extra packages."""
+
+    def described(name):
+        needs = "+".join(pip for _, pip in OPTIONAL_REQUIREMENTS.get(name, []))
+        return f"{name} (needs {needs})" if needs else name
+
+    return ", ".join(map(described, model_names()))
 
 
 def get_model(model_name):
