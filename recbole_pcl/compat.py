@@ -1,8 +1,9 @@
-"""Compatibility of RecBole 1.2.1 with today's numpy, pandas and torch.
+"""Compatibility of RecBole 1.2.1 with today's numpy, pandas, scipy and torch.
 
-RecBole 1.2.1 (its latest release) was written for numpy 1.x, pandas 1.x and torch < 2.6. Every
-incompatibility we measured is handled here, in one place, by :func:`apply` — called when
-``recbole_pcl`` is imported, before any RecBole code runs. Nothing in RecBole's files is changed.
+RecBole 1.2.1 (its latest release) was written for numpy 1.x, pandas 1.x, scipy < 1.12 and
+torch < 2.6. Every incompatibility we measured is handled here, in one place, by :func:`apply` —
+called when ``recbole_pcl`` is imported, before any RecBole code runs. Nothing in RecBole's files is
+changed.
 
 1. numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_`` (touched by every
    ``Config()`` in ``compatibility_settings``) and ``np.float`` (used for float-sequence fields in
@@ -24,6 +25,14 @@ incompatibility we measured is handled here, in one place, by :func:`apply` — 
 5. ``recbole.quick_start`` imports ``ray.tune`` at import time and RecBole pins ``ray<=2.6.3``
    (no wheel for Python 3.12, crashes under numpy 2). We install a current Ray and never import
    ``recbole.quick_start`` on our own paths.
+6. scipy 1.12 rebuilt ``dok_matrix`` on a private dict (scipy PR #18929) and dropped ``_update``
+   (absent in 1.17 here), which RecBole calls to build every normalised user-item adjacency matrix
+   (LightGCN, NGCF, SpectralCF, GCMC, NCL, KGIN, MCCLK):
+   ``AttributeError: 'dok_matrix' object has no attribute '_update'``.
+   :func:`dok_update` restores the method with its old meaning, ``A._update({(row, col): value})``
+   stores each value at its (row, col), through scipy's public fancy-index assignment. Only
+   difference: an explicit 0 is not stored (RecBole only passes 1s), which changes no product.
+   ``tests/test_compat.py`` compares the resulting LightGCN/NGCF matrix with one built independently.
 """
 import numpy as np
 
@@ -118,11 +127,20 @@ def _elementwise_len_agg(original):
     return agg
 
 
+def dok_update(self, data):
+    """``dok_matrix._update`` as scipy < 1.12 had it: store ``{(row, col): value}`` in the matrix."""
+    if not data:
+        return
+    keys = np.fromiter((i for key in data for i in key), dtype=np.int64, count=2 * len(data))
+    rows, cols = keys[0::2], keys[1::2]
+    self[rows, cols] = np.fromiter(data.values(), dtype=self.dtype, count=len(data))
+
+
 _applied = False
 
 
 def apply():
-    """Make RecBole 1.2.1 run on numpy 2 / pandas 3. Idempotent."""
+    """Make RecBole 1.2.1 run on numpy 2 / pandas 3 / scipy >= 1.12. Idempotent."""
     global _applied
     if _applied:
         return
@@ -131,6 +149,10 @@ def apply():
 
     if not isinstance(pd.Series([[1, 2]]).agg(len), pd.Series):
         pd.Series.agg = pd.Series.aggregate = _elementwise_len_agg(pd.Series.agg)
+    import scipy.sparse as sp
+
+    if not hasattr(sp.dok_matrix, "_update"):
+        sp.dok_matrix._update = dok_update
     from recbole.data.dataset import Dataset
 
     Dataset._fill_nan = fill_nan

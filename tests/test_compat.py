@@ -61,3 +61,46 @@ def test_empty_token_seq_cell_loads_as_empty_sequence(tmp_path):
     classes = {ds.id2token("item_id", i): list(ds.id2token("class", c)) for i, c in zip(ds.item_feat["item_id"], ds.item_feat["class"])}
     assert sorted(classes["i1"]) == ["Comedy", "Drama"]
     assert len(classes["i2"]) == 0
+
+
+def test_dok_update_stores_entries_like_old_scipy():
+    import scipy.sparse as sp
+
+    a = sp.dok_matrix((3, 4), dtype=np.float32)
+    a._update({(0, 1): 1, (2, 3): 5})
+    a._update({(2, 3): 2, (1, 0): 1})  # a later value overwrites, as dict.update did
+    a._update({})
+    assert a.dtype == np.float32 and a.nnz == 3
+    assert a.toarray().tolist() == [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 2]]
+
+
+@pytest.mark.parametrize("model_name", ["LightGCN", "NGCF"])
+def test_normalised_adjacency_equals_independent_build(model_name, tiny):
+    """RecBole's own get_norm_adj_mat (dok_matrix._update under the compat fix) against
+    D^-1/2 A D^-1/2 built here straight from the training interactions with scipy's csr."""
+    import scipy.sparse as sp
+
+    from recbole_pcl.data import create_dataset, data_preparation
+    from recbole_pcl.utils import get_model
+
+    config = Config(model_name, "ml-100k", config_dict=dict(tiny, embedding_size=8))
+    train, _, _ = data_preparation(config, create_dataset(config))
+    model = get_model(model_name)(config, train._dataset)
+    ours = model.norm_adj_matrix.coalesce()
+
+    inter = train._dataset.inter_feat
+    users, items = inter["user_id"].numpy(), inter["item_id"].numpy() + model.n_users
+    n = model.n_users + model.n_items
+    a = sp.csr_matrix((np.ones(2 * len(users)), (np.r_[users, items], np.r_[items, users])), shape=(n, n))
+    a.data[:] = 1.0  # a repeated (user, item) pair is one edge
+    degree = np.asarray(a.sum(axis=1)).ravel()
+    d = sp.diags(np.divide(1.0, np.sqrt(degree), out=np.zeros(n), where=degree > 0))
+    expected = (d @ a @ d).tocoo()
+
+    assert ours.shape == (n, n)
+    assert ours.values().numel() == expected.nnz == 2 * len(set(zip(users, items)))
+    got = sp.coo_matrix((ours.values().numpy(), tuple(ours.indices().numpy())), shape=(n, n)).tocsr()
+    expected = expected.tocsr()
+    assert (got != got.T).nnz == 0  # symmetric
+    assert np.array_equal(got.indptr, expected.indptr) and np.array_equal(got.indices, expected.indices)
+    np.testing.assert_allclose(got.data, expected.data, rtol=1e-6)
