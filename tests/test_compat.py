@@ -104,3 +104,12 @@ def test_normalised_adjacency_equals_independent_build(model_name, tiny):
     assert (got != got.T).nnz == 0  # symmetric
     assert np.array_equal(got.indptr, expected.indptr) and np.array_equal(got.indices, expected.indices)
     np.testing.assert_allclose(got.data, expected.data, rtol=1e-6)
+
+
+def test_recbole_does_not_leave_anomaly_detection_on():
+    import torch
+    from recbole.model.sequential_recommender import sine  # noqa: F401  (switches it on at import)
+
+    import recbole_pcl  # noqa: F401
+
+    assert not torch.is_anomaly_enabled()

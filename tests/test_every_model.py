@@ -234,3 +234,41 @@ def test_unknown_model_lists_names_marking_extra_packages(monkeypatch, capsys):
         "NCL (needs faiss-cpu)",
         "XGBoost (needs xgboost+lightgbm)",
     ]
+
+
+# ---- The best-epoch checkpoint (saved=True, the command line's default) of models whose state is
+# not only tensors: scipy matrices, sub-modules, dicts, or a pretraining stage ----
+NON_TENSOR_STATE = ["ItemKNN", "AsymKNN", "EASE", "SLIMElastic", "DIN", "DIEN", "FDSA", "GRU4RecF", "SASRecF",
+                    "RippleNet", "RaCT", "S3Rec"]
+
+
+@pytest.mark.parametrize("name", NON_TENSOR_STATE)
+def test_best_epoch_checkpoint_reloads_for_non_tensor_state(name, data_path, tmp_path, quick_runs):
+    import torch
+
+    config = _config(name, data_path, tmp_path)
+    if name in ("RaCT", "S3Rec"):  # their pretraining stage writes a file every save_step epochs (50 by default)
+        config["save_step"] = 1
+    saved = run_recbole_pcl(name, DATASET, config_dict=config, saved=True)
+    unsaved = run_recbole_pcl(name, DATASET, config_dict=dict(config, checkpoint_dir=str(tmp_path / "other")), saved=False)
+    assert saved["test_result"] == unsaved["test_result"]  # the reloaded best (only) epoch is that epoch
+    assert torch.load(saved["checkpoint"], weights_only=True)["state_dict"]
+
+
+def test_plain_encoding_round_trips_recbole_other_parameters(tmp_path):
+    import scipy.sparse as sp
+    import torch
+
+    from recbole_pcl.trainer.trainer import decode_plain, encode_plain
+
+    matrix = sp.random(5, 7, density=0.4, format="csr", random_state=0)
+    module = torch.nn.Linear(3, 2)
+    value = {"w": matrix, "layer": module, "ripple": {3: [([1, 2], [0, 1], [4, 5])]}, "adj": np.arange(6).reshape(2, 3), "n": np.int64(4)}
+    path = tmp_path / "state.pth"
+    torch.save(encode_plain(value), path)
+    fresh = torch.nn.Linear(3, 2)
+    decoded = decode_plain(torch.load(path, weights_only=True), {"layer": fresh})
+    assert decoded["w"].format == "csr" and (decoded["w"] != matrix).nnz == 0
+    assert decoded["layer"] is fresh and torch.equal(fresh.weight, module.weight)
+    assert decoded["ripple"] == {3: [([1, 2], [0, 1], [4, 5])]}
+    assert (decoded["adj"] == value["adj"]).all() and decoded["n"] == 4

@@ -4,15 +4,64 @@ RecBole 1.2.1 pickles its whole ``Config`` into each checkpoint, so on torch >= 
 by default) best-model evaluation and resuming fail, and loading such a file would execute code.
 :class:`SafeCheckpointMixin` changes only checkpoint I/O: files are written atomically under a name
 unique per trainer (RecBole's one-second timestamps collide), and read with ``weights_only=True``.
+A model's ``other_parameter()`` (scipy sparse matrices of ItemKNN/EASE, sub-modules of DIN/FDSA,
+RippleNet's dict…) is encoded as tensors and plain data (:func:`encode_plain`) and decoded on load.
 """
 import os
 import uuid
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
 
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import get_local_time, set_color
 
 from recbole_pcl.utils.checkpoint import atomic_torch_save, safe_load
 from recbole_pcl.utils.errors import PCLError
+
+
+def encode_plain(value):
+    """``value`` as data that ``torch.load(weights_only=True)`` accepts (see :func:`decode_plain`)."""
+    if isinstance(value, nn.Module):  # a sub-module: its weights (the module itself stays in the model)
+        return {"__plain__": "module", "state": value.state_dict()}
+    if sp.issparse(value):
+        coo = value.tocoo()
+        return {"__plain__": "sparse", "format": value.format, "shape": list(value.shape),
+                "row": torch.from_numpy(coo.row.astype(np.int64)), "col": torch.from_numpy(coo.col.astype(np.int64)),
+                "data": torch.from_numpy(np.ascontiguousarray(coo.data))}
+    if isinstance(value, np.ndarray):
+        return {"__plain__": "ndarray", "data": torch.from_numpy(np.ascontiguousarray(value))}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {"__plain__": "dict", "items": [[encode_plain(k), encode_plain(v)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return {"__plain__": type(value).__name__, "items": [encode_plain(v) for v in value]}
+    return value  # tensors, numbers, text, None
+
+
+def decode_plain(value, current=None):
+    """The value :func:`encode_plain` encoded; a module's weights are loaded into ``current`` (the
+    model's present value, looked up key by key through dicts)."""
+    kind = value.get("__plain__") if isinstance(value, dict) else None
+    if kind == "module":
+        current.load_state_dict(value["state"])
+        return current
+    if kind == "sparse":
+        matrix = sp.coo_matrix((value["data"].numpy(), (value["row"].numpy(), value["col"].numpy())), shape=tuple(value["shape"]))
+        return matrix.asformat(value["format"])
+    if kind == "ndarray":
+        return value["data"].numpy()
+    if kind == "dict":
+        known = current if isinstance(current, dict) else {}
+        decoded = ((decode_plain(k), v) for k, v in value["items"])
+        return {k: decode_plain(v, known.get(k)) for k, v in decoded}
+    if kind in ("list", "tuple"):
+        items = [decode_plain(v) for v in value["items"]]
+        return items if kind == "list" else tuple(items)
+    return value
 
 
 class SafeCheckpointMixin:
@@ -28,8 +77,8 @@ class SafeCheckpointMixin:
             "cur_step": self.cur_step,
             "best_valid_score": float(self.best_valid_score),
             "state_dict": self.model.state_dict(),
-            "other_parameter": self.model.other_parameter(),
-            "optimizer": self.optimizer.state_dict(),
+            "other_parameter": encode_plain(self.model.other_parameter()),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
         }
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
@@ -48,8 +97,13 @@ class SafeCheckpointMixin:
                 f"not '{self.config['model']}'"
             )
         self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.model.load_other_parameter(decode_plain(checkpoint.get("other_parameter"), self.model.other_parameter()))
         return checkpoint
+
+    def save_pretrained_model(self, epoch, saved_model_file):
+        """RecBole's pretraining stages (S3Rec, RaCT) save through here: weights only, atomically."""
+        atomic_torch_save(self.checkpoint_state(epoch), saved_model_file)
+        self.saved_model_file = saved_model_file
 
     def resume_checkpoint(self, resume_file):
         resume_file = str(resume_file)
