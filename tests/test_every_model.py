@@ -4,8 +4,8 @@ small knowledge graph linked to the items (plus pretrained entity/relation vecto
 GRU4RecKG). Each model passes, is skipped naming the optional package it lacks, or is an expected
 failure naming RecBole's own reason.
 
-The continual models (PCL, TaskPrior) are excluded: they need a task sequence and are trained end to
-end in tests/test_pcl.py and tests/test_serving_baselines.py.
+The methods on a task sequence (PCL, TaskPrior and the baselines of recbole_pcl.model) are excluded:
+they need the task data and are trained end to end in tests/test_pcl.py and tests/test_methods.py.
 """
 import numpy as np
 import pytest
@@ -21,7 +21,6 @@ N_USERS, N_ITEMS, PER_USER = 24, 30, 10
 N_ENTITIES_EXTRA = 8  # KG entities that are not items (genres, directors)
 EMB = 8  # width of the pretrained entity/relation vectors
 
-CONTINUAL = {"PCL", "TaskPrior"}
 
 # RecBole 1.2.1 itself stops these models on any stack; the reason is RecBole's, not ours.
 RECBOLE_FAILS = {
@@ -146,8 +145,10 @@ def _config(name, data_path, tmp_path):
 
 
 def _params():
+    from recbole_pcl.model.abstract_recommender import TaskRecommender
+
     for name in model_names():
-        if name in CONTINUAL:
+        if missing_requirement(name) is None and issubclass(get_model(name), TaskRecommender):
             continue
         marks = []
         if name in RECBOLE_FAILS:

@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from conftest import REPO
+from recbole.data.interaction import Interaction
 from recbole.model.sequential_recommender.sasrec import SASRec
 from recbole_pcl.config import Config
 from recbole_pcl.data.continual import ContinualData
@@ -33,12 +34,12 @@ def _stage_files(run_dir):
 
 
 def test_backbone_frozen_and_t1_unchanged(tiny_pcl, monkeypatch):
-    from recbole_pcl.pipeline import ContinualRun
+    from recbole_pcl.pipeline import TaskPipeline
 
     final_states = []
-    evaluate = ContinualRun.evaluate
-    monkeypatch.setattr(ContinualRun, "evaluate", lambda self, model, task: final_states.append(
-        {k: v.clone() for k, v in model.state_dict().items()}) or evaluate(self, model, task))
+    evaluate = TaskPipeline.evaluate
+    monkeypatch.setattr(TaskPipeline, "evaluate", lambda self, model, task, phase="test": final_states.append(
+        {k: v.clone() for k, v in model.state_dict().items()}) or evaluate(self, model, task, phase))
     result = run_recbole_pcl("PCL", "ml-100k", config_dict=tiny_pcl)
     files = _stage_files(result["run_dir"])
     assert files == ["stage-00-next_click.pth", "stage-01-next_4star.pth", "stage-02-next_5star.pth", "stage-03-next_genre.pth"]
@@ -196,7 +197,7 @@ def test_sampled_ranking_deduplication_keeps_each_users_own_sequence(tiny_pcl):
     lens = torch.tensor([3, 6, 4])
     rows = torch.tensor([1, 0, 2, 1, 0, 2, 2, 1])  # users interleaved, each repeated (as uni100 batches are)
     items = torch.tensor([11, 12, 13, 14, 15, 16, 17, 18])
-    batch = {"item_id_list": seqs[rows], "item_length": lens[rows], "item_id": items}
+    batch = Interaction({"item_id_list": seqs[rows], "item_length": lens[rows], "item_id": items})
     with torch.no_grad():
         scores = pcl.predict(batch)
         expected = torch.stack([(pcl.forward(seqs[r : r + 1], lens[r : r + 1], "t2")[0] * pcl.item_embedding.weight[i]).sum()
@@ -219,7 +220,7 @@ def test_token_seq_attribute_adds_the_mean_of_the_items_tokens(tiny_pcl):
     tokens = genres[multi][genres[multi] != 0]
     assert torch.allclose(add[0, 0], pcl.attributes["genre"].weight[tokens].mean(0))
     assert torch.equal(add[0, 1:], torch.zeros_like(add[0, 1:]))  # padding positions get nothing
-    assert any(p is pcl.attributes["genre"].weight for p in pcl.task_parameters("genre"))
+    assert any(p is pcl.attributes["genre"].weight for p in pcl.trainable_parameters("genre"))
 
 
 def test_mlp_adapter_and_item_attribute_train_in_a_run(tiny_pcl):
@@ -231,5 +232,5 @@ def test_mlp_adapter_and_item_attribute_train_in_a_run(tiny_pcl):
     # prompt (10 x 16) + MLP (16x16 + 16, then 16x19 + 19) + genre embeddings (20 x 16)
     assert row["trainable_params"] == 10 * d + (d * d + d) + (d * classes + classes) + genres * d
     state = safe_load(os.path.join(result["run_dir"], "stage-01-next_genre.pth"))["state_dict"]
-    assert state["adapters.next_genre.0.weight"].shape == (d, d) and state["adapters.next_genre.3.weight"].shape == (classes, d)
+    assert state["heads.next_genre.0.weight"].shape == (d, d) and state["heads.next_genre.3.weight"].shape == (classes, d)
     assert 0 < row["accuracy"] <= 1 and row["BWT%"] == 0

@@ -71,7 +71,7 @@ def _tasks_with(index, **changes):
 CHANGES = {
     "epochs": ({"epochs": 3}, 0, "setting 'epochs'"),
     "learning_rate": ({"learning_rate": 0.01}, 0, "setting 'learning_rate'"),
-    "prompt_learning_rate": ({"prompt_learning_rate": 0.05}, 1, "setting 'prompt_learning_rate'"),
+    "downstream_learning_rate": ({"downstream_learning_rate": 0.05}, 1, "setting 'downstream_learning_rate'"),
     "lambda": ({"context_lambda": 0.1}, 1, "setting 'context_lambda'"),
     "prompt_init": ({"prompt_init": "random"}, 1, "setting 'prompt_init'"),
     "label interval": ({"tasks": _tasks_with(1, interval="[1,2]")}, 1, "task 2 (next_4star) 'interval'"),
@@ -177,7 +177,7 @@ def _cli_process(config_file, **kwargs):
 
 
 def test_one_writer_per_run_directory_and_no_stuck_lock(tiny_run, tmp_path):
-    from recbole_pcl.pipeline import ContinualRun
+    from recbole_pcl.pipeline import TaskPipeline
 
     run_dir = tmp_path / "busy"
     long_run = dict(tiny_run, run_dir=str(run_dir), epochs=200, stopping_step=200)  # busy for minutes
@@ -201,20 +201,20 @@ def test_one_writer_per_run_directory_and_no_stuck_lock(tiny_run, tmp_path):
         first.send_signal(signal.SIGKILL)  # killed mid-run: no clean-up of its own
         first.wait()
     # the lock died with its process: the same run can take the directory again at once
-    run = ContinualRun(Config("PCL", "ml-100k", config_dict=long_run), PCL)
+    run = TaskPipeline(Config("PCL", "ml-100k", config_dict=long_run), PCL)
     with RunDirectory(run.run_dir, run.store, run.identity):
         pass
 
 
 def test_failed_or_killed_runs_leave_nothing_behind(tiny_run, tmp_path, monkeypatch):
-    from recbole_pcl.pipeline import ContinualRun
+    from recbole_pcl.pipeline import SequentialStrategy
 
     two = dict(tiny_run, tasks=TASKS[:2], epochs=1)
 
     def crash(*args, **kwargs):
         raise RuntimeError("killed during pretraining")
 
-    monkeypatch.setattr(ContinualRun, "train_stage", crash)
+    monkeypatch.setattr(SequentialStrategy, "train_stage", crash)
     with pytest.raises(RuntimeError):
         run_recbole_pcl("PCL", "ml-100k", config_dict=two)
     monkeypatch.undo()

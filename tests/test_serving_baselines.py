@@ -73,10 +73,10 @@ def test_serving_refuses_missing_runs_and_bad_requests(tiny_run, monkeypatch):
 
 def run_recbole_pcl_dir(config_dict):
     from recbole_pcl.config import Config
-    from recbole_pcl.pipeline import ContinualRun
+    from recbole_pcl.pipeline import TaskPipeline
     from recbole_pcl.utils import get_model
 
-    return ContinualRun(Config("PCL", "ml-100k", config_dict=config_dict), get_model("PCL")).run_dir
+    return TaskPipeline(Config("PCL", "ml-100k", config_dict=config_dict), get_model("PCL")).run_dir
 
 
 def test_task_prior_is_popularity_and_majority(tiny_run):

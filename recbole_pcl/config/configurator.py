@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from recbole.config import Config as RecBoleConfig
 
-from recbole_pcl.config.validation import kind_of, validate
+from recbole_pcl.config.validation import kind_of, model_setting_keys, validate
 from recbole_pcl.utils.errors import PCLError
 from recbole_pcl.utils.utils import get_model, properties_dir
 
@@ -37,12 +37,24 @@ def literal_value(text, booleans=False):
 
 class Config(RecBoleConfig):
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
+        self._inputs = (list(config_file_list or []), dict(config_dict or {}), list(cmd_args or []))
         self._cmd_args = list(cmd_args or [])
         for file in config_file_list or []:
             if not os.path.isfile(file):
                 raise PCLError(f"config file not found: {file}")
         super().__init__(model, dataset, config_file_list, config_dict)
         validate(self.final_config_dict, self.external_config_dict, self._default_types)
+
+    def for_model(self, model):
+        """The configuration of ``model`` from the same dataset, files, ``config_dict`` and options."""
+        files, config_dict, cmd_args = self._inputs
+        return Config(model, self.dataset, files, config_dict, cmd_args)
+
+    def foreign_settings(self):
+        """The settings the user gave that only other models declare (``--prompt_length`` given to a
+        run that also trains SASRecPerTask): they cannot change this model's numbers."""
+        mine = set(self.internal_config_dict)
+        return {k for k in self.external_config_dict if k not in mine and k in model_setting_keys()}
 
     def _load_config_files(self, file_list):
         merged = {}
@@ -96,10 +108,13 @@ class Config(RecBoleConfig):
         super()._load_internal_config_dict(model, model_class, dataset)
         props = properties_dir()
         recbole_models = Path(inspect.getfile(RecBoleConfig)).resolve().parents[1] / "properties" / "model"
-        # A plugin model that extends a RecBole model (PCL extends SASRec) inherits its yaml defaults.
+        # A plugin model inherits the yaml defaults of its ancestors, RecBole's (PCL extends SASRec) and
+        # ours (TaskSASRec.yaml: the backbone and training every task method shares). As in RecBole, the
+        # dataset's yaml comes after the model's.
         ancestors = [c.__name__ for c in reversed(model_class.__mro__[1:])]
-        files = [recbole_models / f"{name}.yaml" for name in ancestors]
-        files += [props / "overall.yaml", props / "dataset" / f"{dataset}.yaml", props / "model" / f"{model}.yaml"]
+        files = [recbole_models / f"{name}.yaml" for name in ancestors] + [props / "overall.yaml"]
+        files += [props / "model" / f"{name}.yaml" for name in ancestors + [model]]
+        files += [props / "dataset" / f"{dataset}.yaml"]
         for file in files:
             if file.is_file():
                 config_dict = self._update_internal_config_dict(file)

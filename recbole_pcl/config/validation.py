@@ -97,7 +97,15 @@ RULES = {
     "task_split": Rule("list"),
     "task_eval_mode": Rule("str", choices=("full", "uni100")),
     "pretrain_mode": Rule("str", choices=("causal", "prefix"), nullable=True),
-    "prompt_learning_rate": Rule("float", low=0, low_open=True),
+    "downstream_learning_rate": Rule("float", low=0, low_open=True),
+    "n_folds": Rule("int", low=2),
+    "fold": Rule("int", low=0, nullable=True),
+    "task_weighting": Rule("str", choices=("equal", "mgda")),
+    "mgda_normalization": Rule("str", choices=("l2", "loss", "loss+", "none")),
+    "num_experts": _positive_int(),
+    "mask_scale_max": Rule("float", low=0, low_open=True),
+    "sampling_scale": Rule("float", low=0, low_open=True),
+    "kr_alpha": Rule("float", low=0),
     "fwt_reference": Rule("bool"),
     "run_dir": Rule("str", nullable=True),
     "pretrained_checkpoint": Rule("str", nullable=True),
@@ -138,6 +146,8 @@ def validate(final, user_keys, default_types):
         len(ratios) != 3 or not all(_is_kind(r, "float") and r > 0 for r in ratios)
     ):
         raise PCLError(f"setting 'task_split' must be three positive ratios (train, valid, test), got {ratios}")
+    if final.get("fold") is not None and final.get("n_folds") is not None and final["fold"] >= final["n_folds"]:
+        raise PCLError(f"setting 'fold' must be below 'n_folds' ({final['n_folds']}), got {final['fold']}")
     _divides(final, "n_heads", "hidden_size")
     if final.get("contextual_prompt") not in (None, "none"):
         _divides(final, "context_heads", "hidden_size")
@@ -180,4 +190,20 @@ def known_keys():
     for root in (recbole_root, ours):
         for file in root.rglob("*.py"):
             keys.update(_CONFIG_READ.findall(file.read_text(encoding="utf-8", errors="replace")))
+    return frozenset(keys)
+
+
+@functools.lru_cache(maxsize=1)
+def model_setting_keys():
+    """The settings some model property file (RecBole's or ours) declares."""
+    import recbole
+
+    from recbole_pcl.utils.utils import properties_dir
+
+    keys = set()
+    for folder in (Path(inspect.getfile(recbole)).parent / "properties" / "model", properties_dir() / "model"):
+        for file in folder.glob("*.yaml"):
+            content = yaml.safe_load(file.read_text(encoding="utf-8"))
+            if isinstance(content, dict):
+                keys.update(content)
     return frozenset(keys)

@@ -180,12 +180,19 @@ class ContinualData:
 
     # ----- split ------------------------------------------------------------------------------
     def _split_users(self, config):
+        """Labelled users into train/valid/test: by ``task_split``, or (``fold`` set) fold ``fold`` of
+        ``n_folds`` as the test set and validation users drawn from the other folds (the valid share
+        of ``task_split``), so that over all folds every labelled user is tested exactly once."""
         ratios = np.asarray(config["task_split"], dtype=float)
         users = self._users[self._lengths > MIN_T1_LENGTH]
-        rng = np.random.default_rng(config["seed"])
-        users = users[rng.permutation(len(users))]
-        cuts = np.floor(np.cumsum(ratios / ratios.sum())[:2] * len(users)).astype(int)
-        return dict(zip(("train", "valid", "test"), np.split(users, cuts)))
+        users = users[np.random.default_rng(config["seed"]).permutation(len(users))]
+        if config["fold"] is None:
+            cuts = np.floor(np.cumsum(ratios / ratios.sum())[:2] * len(users)).astype(int)
+            return dict(zip(("train", "valid", "test"), np.split(users, cuts)))
+        folds = np.array_split(users, config["n_folds"])
+        rest = np.concatenate([f for i, f in enumerate(folds) if i != config["fold"]])
+        n_valid = int(round(len(rest) * ratios[1] / (ratios[0] + ratios[1])))
+        return {"train": rest[n_valid:], "valid": rest[:n_valid], "test": folds[config["fold"]]}
 
     # ----- labels -----------------------------------------------------------------------------
     def _label_positions(self, spec):
@@ -307,10 +314,10 @@ class ContinualData:
         return [{"task": t.spec.name, **t.summary} for t in self.tasks]
 
     def summary_table(self):
-        ds = self.dataset
+        ds, config = self.dataset, self.config
+        split = f"task_split={config['task_split']}" if config["fold"] is None else f"fold {config['fold']} of {config['n_folds']}"
         head = (
-            f"{self.config['dataset']}: {ds.user_num - 1} users, {ds.item_num - 1} items, {len(self._inter)} interactions; "
-            f"label_window={self.config['label_window']}, task_split={self.config['task_split']}, "
-            f"eval={self.config['task_eval_mode']} (T1 rows are RecBole's prefix samples)"
+            f"{config['dataset']}: {ds.user_num - 1} users, {ds.item_num - 1} items, {len(self._inter)} interactions; "
+            f"label_window={config['label_window']}, {split}, eval={config['task_eval_mode']} (T1 rows are RecBole's prefix samples)"
         )
         return head + "\n" + tabulate(self.summary_rows(), headers="keys", tablefmt="github")

@@ -1,1 +1,1 @@
-from recbole_pcl.pipeline.continual_run import ContinualRun
+from recbole_pcl.pipeline.pipeline import JointStrategy, SequentialStrategy, TaskPipeline

@@ -1,6 +1,7 @@
 """What a continual run and each of its stages *are*: everything that can change their numbers.
 
-A run's identity is its resolved settings (all of them but :data:`IGNORED_SETTINGS`), its task
+A run's identity is its resolved settings (all of them but :data:`IGNORED_SETTINGS` and settings
+given for other models, ``Config.foreign_settings``), its task
 specs in order (label rules, descriptions…) and a fingerprint of the dataset's atomic files. A stage
 depends on less: on the tasks up to it only (so appending a task reuses every earlier stage), and
 stage 0 (T1 pretraining) not on the settings that only downstream stages read
@@ -46,7 +47,7 @@ IGNORED_SETTINGS = {
 }
 
 # Settings that only downstream stages read (whatever the method).
-DOWNSTREAM_SETTINGS = ("task_split", "prompt_learning_rate")
+DOWNSTREAM_SETTINGS = ("task_split", "n_folds", "fold", "downstream_learning_rate")
 
 
 def canonical(value):
@@ -99,7 +100,8 @@ class RunIdentity:
     """Identity of a run of ``model_class`` on ``specs`` with ``config``, and of each stage."""
 
     def __init__(self, config, specs, data_fingerprint, model_class):
-        self.settings = canonical({k: v for k, v in config.final_config_dict.items() if k not in IGNORED_SETTINGS})
+        skip = set(IGNORED_SETTINGS) | config.foreign_settings()
+        self.settings = canonical({k: v for k, v in config.final_config_dict.items() if k not in skip})
         self.tasks = [task_identity(s) for s in specs]
         self.data = dict(data_fingerprint)
         self.pretraining = getattr(model_class, "pretraining", None)
@@ -117,9 +119,9 @@ class RunIdentity:
                 settings["model"] = self.pretraining
         return {"stage": index, "settings": settings, "tasks": self.tasks[: index + 1], "data": self.data}
 
-    def reference(self, index):
-        """Identity of task ``index`` learned alone from scratch (the FWT reference)."""
-        return {"reference": "alone", "settings": self.settings, "tasks": [self.tasks[index]], "data": self.data}
+    def joint(self):
+        """Identity of the one stage of a method that learns every task at once."""
+        return {"stage": "joint", "settings": self.settings, "tasks": self.tasks, "data": self.data}
 
 
 def first_difference(stored, current):

@@ -14,9 +14,9 @@ def main_metric(spec, config):
     return "accuracy" if spec.kind == "class" else config["report_metric"].lower()
 
 
-def report_rows(tasks, records, final, references, config):
+def report_rows(tasks, records, final, references, config, sequential=True):
     """One row per task: final metrics, parameters and time of its stage, the metric right after its
-    stage, BWT and FWT in % (TERACON §5)."""
+    stage, BWT and FWT in % (TERACON §5; continual methods only)."""
     rows = []
     for task, record in zip(tasks, records):
         metric = main_metric(task.spec, config)
@@ -30,27 +30,32 @@ def report_rows(tasks, records, final, references, config):
                 "trainable_params": record["trainable_params"],
                 "seconds": record["seconds"],
                 "after_stage": round(after, 4),
-                "BWT%": round((end - after) / after * 100, 2) if task.index > 0 and after else None,
+                "BWT%": round((end - after) / after * 100, 2) if sequential and task.index > 0 and after else None,
                 "FWT%": round((after - ref) / ref * 100, 2) if ref else None,
             }
         )
     return rows
 
 
-def write_report(run_dir, config, tasks, records, final, references):
-    rows = report_rows(tasks, records, final, references, config)
-    result = {"run_dir": run_dir, "tasks": rows, "final": final, "stages": records, "scratch": references}
-    atomic_write_text(os.path.join(run_dir, "results.json"), json.dumps(result, indent=2))
+def write_csv(path, rows):
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    with atomic_path(os.path.join(run_dir, "results.csv")) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def write_report(run_dir, config, tasks, records, final, references, summary):
+    """results.csv, .png, .md, then results.json (written last: it marks the run finished)."""
+    rows = report_rows(tasks, records, final, references, config, summary["strategy"] == "sequential")
+    write_csv(os.path.join(run_dir, "results.csv"), rows)
     plot(os.path.join(run_dir, "results.png"), config, tasks, rows, references)
     table = tabulate(rows, headers="keys", tablefmt="github")
     atomic_write_text(os.path.join(run_dir, "results.md"), table + "\n")
+    result = {"run_dir": run_dir, "summary": summary, "tasks": rows, "final": final, "stages": records,
+              "references": references, "table": table}
+    atomic_write_text(os.path.join(run_dir, "results.json"), json.dumps(result, indent=2))
     getLogger().info(set_color("Continual results", "yellow") + f" ({run_dir}):\n{table}")
-    result["table"] = table
     return result
 
 

@@ -111,6 +111,14 @@ class RunDirectory:
     def file(self, name):
         return os.path.join(self.path, name)
 
+    def results(self):
+        """The run's results.json, or None before it finished once."""
+        path = self.file("results.json")
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
     def load(self, name, identity):
         """The stored ``{"state_dict", "meta"}`` of stage file ``name`` with ``identity``, from this
         directory or else from the shared store; None when neither has it."""

@@ -7,7 +7,8 @@ from recbole.utils import get_environment, get_flops, init_logger, init_seed, se
 
 from recbole_pcl.config import Config
 from recbole_pcl.data import create_dataset, data_preparation
-from recbole_pcl.pipeline import ContinualRun
+from recbole_pcl.model.abstract_recommender import TaskRecommender
+from recbole_pcl.pipeline import TaskPipeline
 from recbole_pcl.utils import get_model, get_trainer
 
 
@@ -31,8 +32,8 @@ def run_recbole_pcl(model=None, dataset=None, config_file_list=None, config_dict
     logger.info(config)
 
     model_class = get_model(config["model"])
-    if hasattr(model_class, "begin_task"):  # the continual protocol: a staged run over the task sequence
-        return ContinualRun(config, model_class).run()
+    if issubclass(model_class, TaskRecommender):  # a method on the task sequence: the task pipeline
+        return TaskPipeline(config, model_class).run()
 
     dataset = create_dataset(config)
     logger.info(dataset)

@@ -6,7 +6,7 @@ import torch
 from recbole.utils import init_logger, init_seed
 
 from recbole_pcl.config import Config
-from recbole_pcl.pipeline import ContinualRun
+from recbole_pcl.pipeline import TaskPipeline
 from recbole_pcl.utils import PCLError, atomic_path, get_model
 
 
@@ -88,5 +88,5 @@ def load_continual_run(model="PCL", dataset="ml-100k", config_file_list=None, co
     config = Config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    run = ContinualRun(config, get_model(config["model"]))
+    run = TaskPipeline(config, get_model(config["model"]))
     return ContinualPredictor(run.load_final(), run.data)

@@ -25,6 +25,10 @@ class ContinualTrainer(Trainer):
             return None  # an evaluation-only trainer (nothing left to tune)
         return super()._build_optimizer(params=params, **kwargs)
 
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.model.start_epoch(len(train_data))
+        return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         self.best_parameters = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
 

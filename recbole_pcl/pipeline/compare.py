@@ -1,0 +1,183 @@
+"""Methods compared on the same task data over k user folds (the PCL paper's Table 1, with intervals).
+
+The labelled downstream users are split into ``n_folds`` folds (seeded); each fold is the test set once
+and validation users are drawn from the other folds, so every labelled user is tested exactly once.
+Each (method, fold) is an ordinary run of :class:`~recbole_pcl.pipeline.TaskPipeline` with
+``fold`` set: finished runs are reused under the run-identity rules, and T1 pretraining, which does not
+depend on the downstream split, is one stage shared by every fold and every method that starts from
+it. Every metric is reported as the mean over folds with a 95 % t-interval, and as the paired
+difference to PCL (per fold) with its interval.
+
+    python run_recbole_pcl.py --model=PCL,SASRecPerTask,FineAll --dataset=ml-100k [--n_folds=5]
+"""
+import json
+import os
+import time
+from logging import getLogger
+
+import numpy as np
+from recbole.utils import init_logger, set_color
+from scipy import stats
+from tabulate import tabulate
+from tqdm import tqdm
+
+from recbole_pcl.config import Config
+from recbole_pcl.pipeline.identity import digest
+from recbole_pcl.pipeline.pipeline import TaskPipeline
+from recbole_pcl.pipeline.report import write_csv
+from recbole_pcl.utils.checkpoint import atomic_path, atomic_write_text
+from recbole_pcl.utils.errors import PCLError
+from recbole_pcl.utils.utils import get_model
+
+REFERENCE = "PCL"  # paired differences are to this method when it is compared
+
+
+def interval(values):
+    """``(mean, half-width of the 95 % t-interval)`` of ``values`` (half-width 0 for one value)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float(values.mean()), 0.0
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return float(values.mean()), float(half)
+
+
+def column_name(task, metric):
+    return f"{task} {'ACC' if metric == 'accuracy' else metric.upper().replace('HIT', 'HR')}"
+
+
+def table_metrics(spec):
+    """The columns of a task in Table 1: HR@5 and HR@10 (link tasks) or accuracy (class tasks)."""
+    return ["accuracy"] if spec.kind == "class" else ["hit@5", "hit@10"]
+
+
+def run_comparison(models, dataset, config_file_list=None, config_dict=None, cmd_args=None):
+    """Run every method of ``models`` on every fold of ``dataset``; returns the comparison dict and
+    writes compare.json/.csv/.md/.png into ``<checkpoint_dir>/compare-<dataset>-<hash>/``."""
+    models = list(dict.fromkeys(models))
+    if any(str(a).startswith("--fold=") for a in cmd_args or []) or "fold" in (config_dict or {}):
+        raise PCLError("a comparison runs every fold itself: do not set 'fold' (set n_folds)")
+    base = Config(models[0], dataset, config_file_list, config_dict, cmd_args)
+    init_logger(base)
+    logger = getLogger()
+    classes = {m: get_model(m) for m in models}
+    pipelines = {
+        (m, f): TaskPipeline(Config(m, dataset, config_file_list, dict(config_dict or {}, fold=f), cmd_args), classes[m])
+        for f in range(base["n_folds"])
+        for m in models
+    }
+    key = digest([[m, f, digest(p.identity.run())] for (m, f), p in pipelines.items()])
+    out = os.path.join(base["checkpoint_dir"], f"compare-{dataset}-{key[:8]}")
+    start = time.time()
+    results = {}
+    progress = tqdm(pipelines.items(), total=len(pipelines), ncols=100, desc=set_color("Compare", "pink"), disable=not base["show_progress"])
+    for (m, f), pipeline in progress:
+        progress.set_postfix_str(f"{m}, fold {f}")
+        results[m, f] = pipeline.run()
+    specs = next(iter(pipelines.values())).specs
+    comparison = summarise(models, base["n_folds"], specs, results)
+    comparison.update(dataset=dataset, folds=base["n_folds"], seconds=round(time.time() - start, 1), directory=out)
+    write_comparison(out, comparison, specs)
+    logger.info(set_color("Comparison", "yellow") + f" ({out}):\n{comparison['table']}")
+    return comparison
+
+
+def summarise(models, n_folds, specs, results):
+    """Per method and task: every metric's mean and interval over folds, and the paired difference to PCL."""
+    methods = []
+    for m in models:
+        runs = [results[m, f] for f in range(n_folds)]
+        summary = runs[0]["summary"]
+        row = {"model": m, "method": summary["method"], "strategy": summary["strategy"], "B": summary["backbones_kept"],
+               "F": summary["tasks_optimised_jointly"], "tasks": {}}
+        row["trainable_params"] = [r["trainable_params"] for r in runs[0]["stages"]]
+        row["seconds"] = interval([sum(r["seconds"] for r in run["stages"]) / (1 if summary["strategy"] == "sequential" else len(run["stages"])) for run in runs])
+        for index, spec in enumerate(specs):
+            task = {}
+            for metric in list(runs[0]["final"][spec.name]) + ["BWT%", "FWT%"]:
+                values = [run["final"][spec.name].get(metric) if metric in run["final"][spec.name] else run["tasks"][index].get(metric) for run in runs]
+                if any(v is None for v in values):
+                    continue
+                task[metric] = {"mean": interval(values)[0], "ci95": interval(values)[1], "folds": values}
+                if REFERENCE in models and m != REFERENCE:
+                    reference = [results[REFERENCE, f]["final"][spec.name].get(metric, results[REFERENCE, f]["tasks"][index].get(metric)) for f in range(n_folds)]
+                    if all(v is not None for v in reference):
+                        diff = interval(np.asarray(values) - np.asarray(reference))
+                        task[metric]["minus_" + REFERENCE] = {"mean": diff[0], "ci95": diff[1]}
+            row["tasks"][spec.name] = task
+        methods.append(row)
+    return {"methods": methods, "table": table(methods, specs), "differences": differences_table(methods, specs)}
+
+
+def _cell(stat, bold=False):
+    text = f"{stat['mean']:.4f} ± {stat['ci95']:.4f}"
+    return f"**{text}**" if bold else text
+
+
+def table(methods, specs):
+    """Markdown laid out like the PCL paper's Table 1; the best single-objective method per column bold."""
+    columns = [(spec.name, metric) for spec in specs for metric in table_metrics(spec)]
+    single = [m for m in methods if m["F"] == 1]
+    best = {c: max(single, key=lambda m: m["tasks"][c[0]][c[1]]["mean"])["model"] for c in columns} if single else {}
+    rows = []
+    for m in methods:
+        cells = [_cell(m["tasks"][t][k], best.get((t, k)) == m["model"]) for t, k in columns]
+        params = m["trainable_params"]
+        downstream = f"{int(np.mean(params[1:])):,}" if len(params) > 1 else "-"
+        rows.append([m["method"], *cells, m["B"], m["F"], f"{params[0]:,} / {downstream}", f"{m['seconds'][0]:.0f}"])
+    headers = ["method", *[column_name(t, k) for t, k in columns], "#B", "#F",
+               "trainable params (T1 / task)", "train s"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def differences_table(methods, specs):
+    """Each method minus PCL, paired per fold: mean ± 95 % interval (an interval off 0 is a difference)."""
+    columns = [(spec.name, metric) for spec in specs for metric in table_metrics(spec)]
+    rows = [[m["method"], *[_cell(m["tasks"][t][k]["minus_" + REFERENCE]) if "minus_" + REFERENCE in m["tasks"][t][k] else "-" for t, k in columns]]
+            for m in methods if m["model"] != REFERENCE]
+    if not rows or all(c == "-" for r in rows for c in r[1:]):
+        return ""
+    return tabulate(rows, headers=["minus PCL", *[column_name(t, k) for t, k in columns]], tablefmt="github", disable_numparse=True)
+
+
+def write_comparison(out, comparison, specs):
+    os.makedirs(out, exist_ok=True)
+    flat = []
+    for m in comparison["methods"]:
+        for task, metrics in m["tasks"].items():
+            for metric, stat in metrics.items():
+                diff = stat.get("minus_" + REFERENCE, {})
+                flat.append({"method": m["method"], "task": task, "metric": metric, "mean": round(stat["mean"], 6),
+                             "ci95": round(stat["ci95"], 6), "minus_pcl": diff.get("mean"), "minus_pcl_ci95": diff.get("ci95"),
+                             "folds": " ".join(f"{v:.4f}" for v in stat["folds"])})
+    write_csv(os.path.join(out, "compare.csv"), flat)
+    text = f"{comparison['dataset']}, {comparison['folds']} folds: mean ± 95 % interval over folds\n\n{comparison['table']}\n"
+    if comparison["differences"]:
+        text += f"\nPaired difference to PCL (per fold), mean ± 95 % interval\n\n{comparison['differences']}\n"
+    atomic_write_text(os.path.join(out, "compare.md"), text)
+    plot(os.path.join(out, "compare.png"), comparison, specs)
+    atomic_write_text(os.path.join(out, "compare.json"), json.dumps(comparison, indent=1))
+
+
+def plot(path, comparison, specs):
+    """One panel per task: each method's main metric with its 95 % interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = comparison["methods"]
+    fig, axes = plt.subplots(1, len(specs), figsize=(3.2 * len(specs), 3.4), squeeze=False)
+    for ax, spec in zip(axes[0], specs):
+        metric = table_metrics(spec)[-1]
+        means = [m["tasks"][spec.name][metric]["mean"] for m in methods]
+        errors = [m["tasks"][spec.name][metric]["ci95"] for m in methods]
+        colors = ["tab:red" if m["model"] == REFERENCE else ("tab:blue" if m["F"] == 1 else "tab:gray") for m in methods]
+        ax.bar(range(len(methods)), means, yerr=errors, color=colors, capsize=3)
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels([m["method"] for m in methods], rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"{spec.name} ({'HR@10' if metric == 'hit@10' else 'ACC'})", fontsize=9)
+    fig.suptitle(f"{comparison['dataset']}: mean and 95 % interval over {comparison['folds']} folds (grey: joint methods)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)

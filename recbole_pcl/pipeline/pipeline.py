@@ -1,0 +1,302 @@
+"""The pipeline of every method on a task sequence: data, stages, checkpoints, evaluation, report.
+
+:class:`TaskPipeline` holds what all methods share: the task data (:class:`ContinualData`), the run's
+identity and directory (:mod:`.identity`, :mod:`.run_directory`), the final evaluation of every task
+with the one model, the FWT reference and the report (:mod:`.report`). How the model learns is the
+strategy of its contract (:mod:`recbole_pcl.model.abstract_recommender`):
+
+* :class:`SequentialStrategy` (``ContinualRecommender``): one stage per task — T1, then each
+  downstream task in order — each seeded from (seed, stage index), fitted by RecBole's trainer on
+  the task's data and saved as one file; a rerun resumes at the first unfinished stage, and tasks
+  appended later are trained without redoing earlier ones.
+* :class:`JointStrategy` (``JointRecommender``): one stage in which every task is learned at once
+  (:class:`recbole_pcl.trainer.JointTrainer`).
+
+Trainers fit and evaluate, as in RecBole; the pipeline decides what is fitted when.
+"""
+import copy
+import os
+import time
+from logging import getLogger
+
+import torch
+from recbole.utils import init_seed, set_color
+
+from recbole_pcl.data.continual import ContinualData, task_sequence
+from recbole_pcl.model.abstract_recommender import ContinualRecommender, JointRecommender
+from recbole_pcl.pipeline.identity import RunIdentity, digest, fingerprint_files, first_difference, stage_seed
+from recbole_pcl.pipeline.report import write_report
+from recbole_pcl.pipeline.run_directory import STORE, RunDirectory
+from recbole_pcl.trainer import ContinualTrainer, JointTrainer
+from recbole_pcl.utils.checkpoint import safe_load
+from recbole_pcl.utils.errors import PCLError
+
+FWT_REFERENCE = "SASRecPerTask"  # each task learned alone, from scratch
+
+
+def count_trainable(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def with_settings(config, **changes):
+    """A shallow copy of a RecBole Config with some settings changed."""
+    copied = copy.copy(config)
+    copied.final_config_dict = dict(config.final_config_dict, **changes)
+    return copied
+
+
+class TaskPipeline:
+    """Runs (or resumes) a method of ``model_class`` on the dataset's task sequence.
+
+    The run's identity and directory come from the settings, task specs and data files alone, so a
+    busy or foreign run directory is refused before the data are loaded (:attr:`data`, on first use).
+    """
+
+    def __init__(self, config, model_class):
+        if not issubclass(model_class, (ContinualRecommender, JointRecommender)):
+            raise PCLError(f"model '{model_class.__name__}' does not learn a task sequence")
+        self.config, self.model_class = config, model_class
+        self.logger = getLogger()
+        self.specs = task_sequence(config)
+        self.identity = RunIdentity(config, self.specs, fingerprint_files(config), model_class)
+        self.run_dir = config["run_dir"] or os.path.join(
+            config["checkpoint_dir"], f"{config['model']}-{config['dataset']}-{digest(self.identity.run())[:8]}"
+        )
+        self.store = os.path.join(config["checkpoint_dir"], STORE)
+        self.strategy = (SequentialStrategy if issubclass(model_class, ContinualRecommender) else JointStrategy)(self)
+        self._data, self._evaluators = None, {}
+
+    @property
+    def data(self):
+        if self._data is None:
+            self._data = ContinualData(self.config, self.specs)
+        return self._data
+
+    @property
+    def tasks(self):
+        return self.data.tasks
+
+    @staticmethod
+    def task_name(index, specs):
+        return None if index == 0 else specs[index].name
+
+    # ----- model ------------------------------------------------------------------------------
+    def new_model(self):
+        init_seed(self.config["seed"], self.config["reproducibility"])
+        model = self.model_class(self.config, self.tasks[0].train._dataset)
+        if hasattr(model, "set_task_texts") and self.config["contextual_prompt"] not in (None, "none"):
+            model.set_task_texts([t.spec.name for t in self.tasks], self.task_text_embeddings())
+        for t in self.tasks[1:]:
+            model.add_task(t.spec.name, t.spec.kind, t.num_classes, t.spec.attribute)
+        return model.to(self.config["device"])
+
+    def task_text_embeddings(self):
+        specs = [t.spec for t in self.tasks]
+        if self.config["contextual_prompt"] == "random":  # ablation "w/o PLM": random description vectors
+            g = torch.Generator().manual_seed(self.config["seed"])
+            return torch.randn(len(specs), self.config["context_text_dim"], generator=g)
+        from recbole_pcl.model.text_encoder import encode_texts
+
+        cache = os.path.join(self.config["checkpoint_dir"], "text-cache")
+        emb = encode_texts([s.description for s in specs], cache, self.config["text_encoder"])
+        if emb.size(1) != self.config["context_text_dim"]:
+            raise PCLError(f"text_encoder gives {emb.size(1)}-dim vectors but context_text_dim is {self.config['context_text_dim']}")
+        return emb
+
+    def seed_stage(self, loaders, *stage):
+        """Every random draw of a stage (initialisation, dropout, shuffling, negatives) starts from
+        (seed, stage), so a resumed or appended run repeats it exactly."""
+        seed = stage_seed(self.config["seed"], *stage)
+        init_seed(seed, self.config["reproducibility"])
+        for loader in loaders:
+            loader.generator.manual_seed(seed)
+
+    # ----- the run ----------------------------------------------------------------------------
+    def run(self):
+        with RunDirectory(self.run_dir, self.store, self.identity) as directory:
+            finished = directory.results()
+            if finished and finished["summary"].get("identity") == digest(self.identity.run()) and self.strategy.is_finished(directory):
+                self.logger.info(set_color("Finished before", "green") + f": {self.run_dir}")
+                return finished
+            model = self.new_model()
+            records = self.strategy.fit(model, directory)
+            final = {t.spec.name: self.evaluate(model, t) for t in self.tasks}
+            references = self.references() if self.reports_fwt() else {}
+            return write_report(self.run_dir, self.config, self.tasks, records, final, references, self.summary(model))
+
+    def summary(self, model):
+        """What the comparison table says of the method besides its metrics."""
+        return {
+            "method": self.model_class.label(),
+            "strategy": self.strategy.name,
+            "backbones_kept": model.backbones_kept(),
+            "tasks_optimised_jointly": len(self.tasks) if self.strategy.name == "joint" else 1,
+            "identity": digest(self.identity.run()),
+        }
+
+    def load_final(self):
+        """The model after the whole run (read only: nothing is written)."""
+        if not os.path.isdir(self.run_dir):
+            raise PCLError(f"no run at {self.run_dir}: run this configuration first (run_recbole_pcl)")
+        directory = RunDirectory(self.run_dir, self.store, self.identity)
+        self.strategy.check_finished(directory)
+        model = self.new_model()
+        self.strategy.restore_all(model, directory)
+        return model.eval()
+
+    def fit_and_test(self, model, task, learning_rate):
+        """Fit the trainable parameters on ``task`` with early stopping, then test the best epoch's
+        weights. With nothing to tune (e.g. a link task without prompts) it is tested as it is."""
+        trainer = ContinualTrainer(with_settings(task.config, learning_rate=learning_rate), model)
+        if trainer.optimizer is not None:
+            trainer.fit(task.train, task.valid, saved=True, show_progress=self.config["show_progress"])
+        result = trainer.evaluate(task.test, load_best_model=True)
+        return {k: float(v) for k, v in result.items()}
+
+    def evaluator(self, model, task):
+        key = (id(model), task.index)
+        if key not in self._evaluators:
+            self._evaluators = {k: v for k, v in self._evaluators.items() if k[0] == id(model)}
+            self._evaluators[key] = ContinualTrainer(task.config, model)
+        return self._evaluators[key]
+
+    def evaluate(self, model, task, phase="test"):
+        model.active_task = self.task_name(task.index, self.specs)
+        result = self.evaluator(model, task).evaluate(getattr(task, phase), load_best_model=False)
+        model.active_task = None
+        return {k: float(v) for k, v in result.items()}
+
+    # ----- forward transfer -------------------------------------------------------------------
+    def reports_fwt(self):
+        return self.config["fwt_reference"] and self.strategy.name == "sequential" and self.model_class.__name__ != FWT_REFERENCE
+
+    def references(self):
+        """Each downstream task learned alone from scratch (the SASRec row), for FWT: the
+        reference method's own run, with the same settings (shared and reused like any run)."""
+        from recbole_pcl.utils import get_model
+
+        reference = TaskPipeline(self.config.for_model(FWT_REFERENCE), get_model(FWT_REFERENCE))
+        rows = reference.run()["stages"]
+        return {r["task"]: r["test"] for r in rows[1:]}
+
+
+class SequentialStrategy:
+    """One stage per task, T1 first; each stage's file holds what that stage changed."""
+
+    name = "sequential"
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def stage_file(self, index):
+        return f"stage-{index:02d}-{self.pipeline.specs[index].name}.pth"
+
+    def find_stage(self, directory, index):
+        """The stored stage ``index`` of this run (a given pretrained checkpoint for stage 0), or None."""
+        p = self.pipeline
+        identity = p.identity.stage(index)
+        given = p.config["pretrained_checkpoint"] if index == 0 else None
+        if not given:
+            return directory.load(self.stage_file(index), identity)
+        state = safe_load(given)
+        meta = state.get("meta", {}) if isinstance(state, dict) else {}
+        if meta.get("digest") != digest(identity):
+            what, there, here = first_difference(meta.get("identity", {}), identity) or ("its identity", None, None)
+            raise PCLError(f"pretrained_checkpoint {given} is not this run's stage 0: {what} is {there!r} there, {here!r} here")
+        return state
+
+    def restore(self, model, index, state):
+        """Load a finished stage into ``model``; it must hold exactly what that stage writes."""
+        name = TaskPipeline.task_name(index, self.pipeline.specs)
+        model.prepare_task(name)
+        expected = set(model.stage_state(name))
+        if set(state["state_dict"]) != expected:
+            raise PCLError(
+                f"stage {index} ({self.pipeline.specs[index].name}) of {self.pipeline.run_dir} does not fit the model: "
+                f"missing {sorted(expected - set(state['state_dict']))}, unexpected {sorted(set(state['state_dict']) - expected)}"
+            )
+        model.load_state_dict(state["state_dict"], strict=False)
+        model.end_task(name)
+        self.pipeline.logger.info(set_color(f"Stage {index} ({self.pipeline.specs[index].name})", "green") + ": finished before, reused")
+        return state["meta"]["record"]
+
+    def fit(self, model, directory):
+        records = []
+        for index, task in enumerate(self.pipeline.tasks):
+            state = self.find_stage(directory, index)
+            if state is not None:
+                records.append(self.restore(model, index, state))
+                continue
+            record = self.train_stage(model, task, index)
+            name = TaskPipeline.task_name(index, self.pipeline.specs)
+            directory.save(self.stage_file(index), self.pipeline.identity.stage(index), model.stage_state(name), record)
+            records.append(record)
+        return records
+
+    def check_finished(self, directory):
+        for index, spec in enumerate(self.pipeline.specs):
+            if not os.path.isfile(directory.file(self.stage_file(index))):
+                raise PCLError(f"run {self.pipeline.run_dir} has not finished stage {index} ({spec.name}): run it first")
+
+    def is_finished(self, directory):
+        return all(os.path.isfile(directory.file(self.stage_file(i))) for i in range(len(self.pipeline.specs)))
+
+    def restore_all(self, model, directory):
+        for index in range(len(self.pipeline.specs)):
+            self.restore(model, index, self.find_stage(directory, index))
+
+    def train_stage(self, model, task, index):
+        p = self.pipeline
+        name = TaskPipeline.task_name(index, p.specs)
+        p.logger.info(set_color(f"Stage {index}: {task.spec.name} ({task.spec.kind})", "green"))
+        start = time.time()
+        p.seed_stage([task.train], index)
+        model.begin_task(name)
+        trainable = count_trainable(model)
+        learning_rate = p.config["learning_rate"] if index == 0 else p.config["downstream_learning_rate"]
+        result = p.fit_and_test(model, task, learning_rate)
+        model.end_task(name)
+        return {"task": task.spec.name, "kind": task.spec.kind, "test": result, "trainable_params": trainable,
+                "seconds": round(time.time() - start, 2)}
+
+
+class JointStrategy:
+    """Every task at once, in one stage (``stage-joint.pth``)."""
+
+    name = "joint"
+    FILE = "stage-joint.pth"
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def fit(self, model, directory):
+        p = self.pipeline
+        state = directory.load(self.FILE, p.identity.joint())
+        if state is not None:
+            model.load_state_dict(state["state_dict"])
+            return state["meta"]["record"]
+        p.logger.info(set_color(f"Joint stage: {', '.join(t.spec.name for t in p.tasks)}", "green"))
+        start = time.time()
+        p.seed_stage([t.train for t in p.tasks], "joint")
+        for param in model.parameters():
+            param.requires_grad_(True)
+        trainable = count_trainable(model)
+        trainer = JointTrainer(with_settings(p.tasks[0].config, learning_rate=p.config["learning_rate"]), model, p.tasks,
+                               lambda task: p.evaluate(model, task, "valid"))
+        trainer.fit(p.tasks[0].train, p.tasks[0].valid, saved=True, show_progress=p.config["show_progress"])
+        trainer.restore_best()
+        seconds = round(time.time() - start, 2)
+        records = [{"task": t.spec.name, "kind": t.spec.kind, "test": p.evaluate(model, t), "trainable_params": trainable,
+                    "seconds": seconds} for t in p.tasks]
+        directory.save(self.FILE, p.identity.joint(), model.state_dict(), records)
+        return records
+
+    def check_finished(self, directory):
+        if not self.is_finished(directory):
+            raise PCLError(f"run {self.pipeline.run_dir} has not finished its joint stage: run it first")
+
+    def is_finished(self, directory):
+        return os.path.isfile(directory.file(self.FILE))
+
+    def restore_all(self, model, directory):
+        model.load_state_dict(directory.load(self.FILE, self.pipeline.identity.joint())["state_dict"])

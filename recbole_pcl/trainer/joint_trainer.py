@@ -1,0 +1,73 @@
+"""The trainer of methods that learn every task at once (MTL, MMoE and their MGDA variants)."""
+import numpy as np
+import torch
+from recbole.utils import set_color
+from torch.nn.utils import clip_grad_norm_
+from tqdm import tqdm
+
+from recbole_pcl.trainer.continual_trainer import ContinualTrainer
+from recbole_pcl.trainer.mgda import min_norm_weights
+
+
+def _forever(loader):
+    while True:
+        yield from loader
+
+
+class JointTrainer(ContinualTrainer):
+    """Fits a :class:`~recbole_pcl.model.abstract_recommender.JointRecommender` on every task at once.
+
+    An epoch is one pass over T1's training data; each step adds one batch of every downstream task
+    (their loaders start over when they run out). The tasks' losses are summed with equal weights, or
+    with MGDA's weights (``task_weighting: mgda``), computed at every step from the gradients of each
+    task's loss on the shared parameters (normalised by ``mgda_normalization``). Early stopping follows
+    the mean over tasks of each task's validation metric (``evaluate_valid(task)``).
+    """
+
+    def __init__(self, config, model, tasks, evaluate_valid):
+        super().__init__(config, model)
+        self.tasks, self.evaluate_valid = tasks, evaluate_valid
+        self.weighting, self.normalization = config["task_weighting"], config["mgda_normalization"]
+        self.last_weights = None  # the task weights of the latest step, {task: weight}
+
+    def task_weights(self, losses):
+        if self.weighting != "mgda":
+            return {task: 1.0 for task in losses}
+        shared = [p for p in self.model.shared_parameters() if p.requires_grad]
+        flat = []
+        for loss in losses.values():
+            grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
+            flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, shared)]))
+        grads = torch.stack(flat).double()
+        norms = grads.norm(dim=1).clamp(min=1e-12)
+        values = torch.stack([loss.detach().double() for loss in losses.values()]).clamp(min=1e-12)
+        scale = {"l2": norms, "loss": values, "loss+": values * norms, "none": torch.ones_like(norms)}[self.normalization]
+        grads = grads / scale.unsqueeze(1)
+        weights = min_norm_weights((grads @ grads.T).cpu().numpy())
+        return dict(zip(losses, weights.tolist()))
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.model.train()
+        self.model.start_epoch(len(train_data))
+        names = [None] + [t.spec.name for t in self.tasks[1:]]
+        others = [_forever(t.train) for t in self.tasks[1:]]
+        batches = tqdm(train_data, total=len(train_data), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink")) if show_progress else train_data
+        total = 0.0
+        for t1_batch in batches:
+            step = [t1_batch] + [next(it) for it in others]
+            losses = self.model.task_losses({n: b.to(self.device) for n, b in zip(names, step)})
+            weights = self.task_weights(losses)
+            loss = sum(weights[task] * value for task, value in losses.items())
+            self.optimizer.zero_grad()
+            loss.backward()
+            if self.clip_grad_norm:
+                clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
+            self.optimizer.step()
+            self.last_weights = weights
+            total += loss.item()
+        return total
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        results = {t.spec.name: self.evaluate_valid(t) for t in self.tasks}
+        scores = [results[t.spec.name][t.config["valid_metric"].lower()] for t in self.tasks]
+        return float(np.mean(scores)), {f"{task}/{k}": v for task, result in results.items() for k, v in result.items()}

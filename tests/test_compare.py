@@ -1,0 +1,105 @@
+"""The comparison protocol: k user folds, one shared T1 pretraining, intervals, paired differences, reuse."""
+import copy
+import json
+import os
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from conftest import REPO
+from recbole_pcl.config import Config
+from recbole_pcl.data.continual import ContinualData
+from recbole_pcl.pipeline.identity import digest
+from recbole_pcl.pipeline import TaskPipeline
+from recbole_pcl.quick_start import run_comparison
+from recbole_pcl.utils import get_model
+
+TASKS = yaml.safe_load((REPO / "properties" / "dataset" / "ml-100k.yaml").read_text())["tasks"][:4]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return {
+        "user_inter_num_interval": "[20,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
+        "n_layers": 1, "n_heads": 1, "context_heads": 1, "epochs": 1, "prompt_length": 3, "contextual_prompt": "random",
+        "show_progress": False, "state": "WARNING", "use_gpu": False, "checkpoint_dir": str(tmp_path / "saved"),
+        "train_batch_size": 128, "tasks": copy.deepcopy(TASKS), "n_folds": 3,
+    }
+
+
+def test_folds_test_every_labelled_user_exactly_once(tiny):
+    tested, splits = [], []
+    for fold in range(3):
+        data = ContinualData(Config("PCL", "ml-100k", config_dict=dict(tiny, fold=fold)))
+        split = data.split
+        assert not set(split["train"]) & set(split["valid"]) and not set(split["test"]) & (set(split["train"]) | set(split["valid"]))
+        assert len(split["valid"]) == pytest.approx(0.1 / 0.9 * (len(split["train"]) + len(split["valid"])), abs=1)
+        tested += list(split["test"])
+        splits.append(split)
+    labelled = np.concatenate(list(splits[0].values()))
+    assert sorted(tested) == sorted(labelled)  # each labelled user in exactly one test fold
+
+
+def test_t1_pretraining_is_one_stage_for_every_fold_and_method(tiny):
+    stage0 = {}
+    for model in ("PCL", "FineAll", "SASRecPerTask", "SinMo", "TERACON", "MTL"):
+        for fold in (0, 1):
+            pipeline = TaskPipeline(Config(model, "ml-100k", config_dict=dict(tiny, fold=fold)), get_model(model))
+            stage0[model, fold] = digest(pipeline.identity.stage(0))
+    shared = {stage0[m, f] for m in ("PCL", "FineAll", "SASRecPerTask", "SinMo") for f in (0, 1)}
+    assert len(shared) == 1  # the plain SASRec pretraining
+    assert stage0["TERACON", 0] == stage0["TERACON", 1] and stage0["TERACON", 0] not in shared  # its own masked T1
+
+
+def test_comparison_intervals_differences_and_reuse(tiny, tmp_path):
+    models = ["PCL", "SASRecPerTask", "MTL"]
+    result = run_comparison(models, "ml-100k", config_dict=tiny)
+    out = result["directory"]
+    for name in ("compare.json", "compare.csv", "compare.md", "compare.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+    methods = {m["model"]: m for m in result["methods"]}
+    pcl, sasrec = methods["PCL"]["tasks"]["next_5star"]["hit@10"], methods["SASRecPerTask"]["tasks"]["next_5star"]["hit@10"]
+    assert len(pcl["folds"]) == 3
+    half = stats.t.ppf(0.975, 2) * np.std(pcl["folds"], ddof=1) / np.sqrt(3)
+    assert pcl["mean"] == pytest.approx(np.mean(pcl["folds"])) and pcl["ci95"] == pytest.approx(half)
+    diff = np.asarray(sasrec["folds"]) - np.asarray(pcl["folds"])
+    assert sasrec["minus_PCL"]["mean"] == pytest.approx(diff.mean())
+    assert sasrec["minus_PCL"]["ci95"] == pytest.approx(stats.t.ppf(0.975, 2) * diff.std(ddof=1) / np.sqrt(3))
+    # FWT is measured against the SASRec row of the same fold, not a separate run
+    fwt = methods["PCL"]["tasks"]["next_5star"]["FWT%"]["folds"]
+    runs = [json.load(open(os.path.join(r, "results.json"))) for r in _run_dirs(tiny, "PCL")]
+    for value, run, reference in zip(fwt, runs, sasrec["folds"]):
+        after = {r["task"]: r for r in run["tasks"]}["next_5star"]["after_stage"]
+        assert value == pytest.approx(round((after - reference) / reference * 100, 2), abs=0.02)
+    assert methods["MTL"]["F"] == 4 and methods["PCL"]["B"] == 1 and methods["SASRecPerTask"]["B"] == 4
+    # the best single-objective method of each column is bold (never the joint MTL)
+    table = result["table"].splitlines()
+    assert "**" in result["table"] and not any("**" in line for line in table if line.startswith("| MTL "))
+    # a rerun reuses every finished (method, fold) run
+    stamps = _stage_mtimes(tiny["checkpoint_dir"])
+    again = run_comparison(models, "ml-100k", config_dict=tiny)
+    assert _stage_mtimes(tiny["checkpoint_dir"]) == stamps and again["methods"] == result["methods"]
+
+
+def _run_dirs(tiny, model):
+    return [TaskPipeline(Config(model, "ml-100k", config_dict=dict(tiny, fold=f)), get_model(model)).run_dir for f in range(3)]
+
+
+def _stage_mtimes(saved):
+    return {os.path.join(d, f): os.stat(os.path.join(saved, d, f)).st_mtime_ns
+            for d in os.listdir(saved) if os.path.isdir(os.path.join(saved, d))
+            for f in os.listdir(os.path.join(saved, d)) if f.startswith("stage-")}
+
+
+def test_comparison_from_the_command_line(tiny, tmp_path, capsys):
+    import run_recbole_pcl as cli
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(dict(tiny, n_folds=2)))
+    assert cli.main(["--model=TaskPrior,SASRecPerTask", "--dataset=ml-100k", f"--config_files={config}"]) == 0
+    outs = [d for d in os.listdir(tiny["checkpoint_dir"]) if d.startswith("compare-ml-100k-")]
+    assert len(outs) == 1 and "SASRec" in open(os.path.join(tiny["checkpoint_dir"], outs[0], "compare.md")).read()
+    assert cli.main(["--model=PCL,MTL", "--dataset=ml-100k", f"--config_files={config}", "--fold=1"]) == 2
+    assert "a comparison runs every fold itself" in capsys.readouterr().err
