@@ -25,8 +25,8 @@ setup(
     # The yaml property files live in properties/ at the top of the repository (RecBole's layout)
     # and are installed as the package data recbole_pcl/properties.
     package_dir={"recbole_pcl.properties": "properties"},
-    package_data={"recbole_pcl.properties": ["*.yaml", "dataset/*.yaml", "model/*.yaml"]},
+    package_data={"recbole_pcl.properties": ["*.yaml", "dataset/*.yaml", "model/*.yaml", "experiment/*.yaml"]},
     install_requires=requirements,
-    py_modules=["run_recbole_pcl"],
-    entry_points={"console_scripts": ["run_recbole_pcl=run_recbole_pcl:main"]},
+    py_modules=["run_recbole_pcl", "run_experiment"],
+    entry_points={"console_scripts": ["run_recbole_pcl=run_recbole_pcl:main", "run_experiment=run_experiment:main"]},
 )

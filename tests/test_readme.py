@@ -11,15 +11,18 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from conftest import REPO
 import recbole_pcl.quick_start as quick_start
-import run_recbole_pcl as cli
+import run_experiment
+import run_recbole_pcl
 
 TINY = {
     "user_inter_num_interval": "[20,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
     "n_layers": 1, "n_heads": 1, "context_heads": 1, "epochs": 1, "prompt_length": 3, "train_batch_size": 128,
     "eval_batch_size": 256, "show_progress": False, "state": "WARNING", "use_gpu": False,
+    "runner": "serial", "n_folds": 2,  # Ray itself is tested in tests/test_experiments.py
 }
 BENCHMARK_ARGS = {
     "benchmarks/pretrain_speed.py": [f"--{k}={v}" for k, v in TINY.items() if k != "epochs"],
@@ -41,8 +44,15 @@ def _commands(block):
             yield line.strip(), words
 
 
+TINY_TUNE = {"model": "PCL", "space": {"prompt_length": {"choice": [2, 3]}}, "samples": 2, "grace_epochs": 1}
+
+
 def _run_cli(words, tmp_path):
+    cli = run_experiment if words[1] == "run_experiment.py" else run_recbole_pcl
     args = [a for a in words[2:] if a[2:].partition("=")[0] not in SIZES]
+    if "--experiment=tune" in args and not any(a.startswith("--definition=") for a in args):
+        (tmp_path / "tiny-tune.yaml").write_text(yaml.safe_dump(TINY_TUNE))  # two trials, not the default twelve
+        args.append(f"--definition={tmp_path / 'tiny-tune.yaml'}")
     given = {a[2:].partition("=")[0] for a in args if a.startswith("--")}
     for option in [a for a in args if a.startswith("--config_files=")]:
         for name in option.partition("=")[2].split():  # the README's placeholders for the user's own files
@@ -65,7 +75,7 @@ def test_every_readme_command_runs(tmp_path, monkeypatch):
         for line, words in _commands(block):
             if line.startswith(SETUP):
                 continue
-            if words[:2] == ["python", "run_recbole_pcl.py"]:
+            if words[:2] in (["python", "run_recbole_pcl.py"], ["python", "run_experiment.py"]):
                 assert _run_cli(words, tmp_path) == 0, line
             elif words[0] == "python" and words[1] in BENCHMARK_ARGS:
                 result = subprocess.run([sys.executable, str(REPO / words[1]), *words[2:], *BENCHMARK_ARGS[words[1]]],

@@ -1,5 +1,6 @@
 """Task sequences from yaml, leakage-free splits and per-task data (issue: continual task datasets)."""
 import copy
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -163,7 +164,10 @@ def test_ml100k_task_sequence_and_profile_tasks():
     names = [t.spec.name for t in data.tasks]
     assert names == ["next_click", "next_4star", "next_5star", "next_genre", "age_group", "gender", "occupation"]
     summary = {r["task"]: r for r in data.summary_rows()}
-    assert summary["next_click"]["labelled users"] == 943 and summary["next_click"]["train"] == 943  # causal: one row/user
+    counts = pd.read_csv(Path(config["data_path"]) / "ml-100k.inter", sep="\t")["user_id:token"].value_counts().to_numpy()
+    history = counts - np.minimum(10, counts - 3)  # T1 interactions before the reserved labels
+    windows = int(np.ceil((history - 3) / 50).sum())  # causal: every T1 target, in windows of n = 50
+    assert summary["next_click"]["labelled users"] == 943 and summary["next_click"]["train"] == windows == 2261
     assert summary["next_4star"]["labelled users"] == 836 and summary["next_5star"]["labelled users"] == 638
     assert summary["gender"]["labelled users"] == 943
     assert data.tasks[5].classes == ["M", "F"] or sorted(data.tasks[5].classes) == ["F", "M"]
@@ -174,3 +178,25 @@ def test_ml100k_task_sequence_and_profile_tasks():
     assert data.tasks[1].config["test_neg_sample_args"] == {"distribution": "uniform", "sample_num": 100}
     assert data.tasks[3].config["test_neg_sample_args"]["distribution"] == "none"
     assert data.tasks[3].config["metrics"] == ["Accuracy"]
+
+
+@pytest.mark.parametrize("mode", ["causal", "causal_last"])
+def test_causal_pretraining_windows_cover_t1_targets(fixture_dataset, mode):
+    """causal: every T1 training target of every user exactly once (windows of n); causal_last: the
+    latest n of them. Never a validation, test or reserved-window interaction."""
+    path, raw = fixture_dataset
+    data = ContinualData(_config(path, FIXTURE_TASKS, pretrain_mode=mode))
+    ds, n = data.dataset, 8
+    raw = raw.sort_values(["user", "ts"], kind="stable")
+    trained = {}
+    inter = data.tasks[0].train._dataset.inter_feat
+    for u, seq, length, target in zip(inter["user_id"].tolist(), inter["item_id_list"].tolist(), inter["item_length"].tolist(), inter["item_id"].tolist()):
+        assert 1 <= length <= n
+        targets = seq[1:length] + [target]  # what causal pretraining predicts from this row
+        trained.setdefault(ds.id2token("user_id", u), []).extend(ds.id2token("item_id", targets).tolist())
+    for user, group in raw.groupby("user"):
+        items = group["item"].tolist()
+        window = len(items) - min(5, len(items) - 3)  # T1 interactions before the reserved labels
+        train_targets = items[1 : window - 2]  # x_1 .. x_{W-3}
+        expected = train_targets if mode == "causal" else train_targets[-n:]
+        assert sorted(trained.get(user, [])) == sorted(expected), user

@@ -96,13 +96,19 @@ RULES = {
     "label_window": _positive_int(),
     "task_split": Rule("list"),
     "task_eval_mode": Rule("str", choices=("full", "uni100")),
-    "pretrain_mode": Rule("str", choices=("causal", "prefix"), nullable=True),
+    "pretrain_mode": Rule("str", choices=("causal", "causal_last", "prefix"), nullable=True),
     "downstream_learning_rate": Rule("float", low=0, low_open=True),
     "n_folds": Rule("int", low=2),
+    "cold_item_share": Rule("float", low=0, high=1, high_open=True),
+    "tune_cold_items": Rule("bool"),
     "fold": Rule("int", low=0, nullable=True),
     "task_weighting": Rule("str", choices=("equal", "mgda")),
     "mgda_normalization": Rule("str", choices=("l2", "loss", "loss+", "none")),
     "num_experts": _positive_int(),
+    "runner": Rule("str", choices=("ray", "serial")),
+    "ray_address": Rule("str", nullable=True),
+    "ray_cpus_per_run": Rule("float", low=0),
+    "ray_gpus_per_run": Rule("float", low=0),
     "mask_scale_max": Rule("float", low=0, low_open=True),
     "sampling_scale": Rule("float", low=0, low_open=True),
     "kr_alpha": Rule("float", low=0),
@@ -117,6 +123,7 @@ RULES = {
     "context_text_dim": _positive_int(),
     "adapter": Rule("str", choices=("linear", "mlp")),
     "prompt_init": Rule("str", choices=("previous", "random")),
+    "normalize_context": Rule("bool"),
 }
 
 

@@ -104,6 +104,14 @@ def task_sequence(config):
     return specs
 
 
+def cold_items(config, item_num):
+    """The item ids kept out of T1 pretraining (``cold_item_share`` of all items, seeded): the
+    cold-start setting of the PCL paper's RQ3."""
+    share = config["cold_item_share"] or 0.0
+    items = np.arange(1, item_num)
+    return np.sort(items[np.random.default_rng(config["seed"]).permutation(len(items))[: int(round(share * len(items)))]])
+
+
 class ContinualData:
     """Loads a dataset once and derives T1 and the downstream tasks from it.
 
@@ -130,14 +138,25 @@ class ContinualData:
         self._starts, self._lengths, self._users = starts, lengths, uid[starts]
 
         t1_config = task_config(config, specs[0])
-        t1_rows = pos < window_start
-        if config["pretrain_mode"] == "causal":
-            # only each user's longest prefix is trained: n + 3 interactions make the train, valid and
-            # test rows, and RecBole's prefix augmentation of whole histories is never materialised
-            t1_rows &= pos >= window_start - (config["MAX_ITEM_LIST_LENGTH"] + MIN_T1_LENGTH)
-        t1_source = full.copy(inter[t1_rows].reset_index(drop=True))
+        eligible = pos < window_start  # T1 never sees the interactions reserved for labels
+        self.cold_items = cold_items(config, full.item_num)
+        if len(self.cold_items):  # cold-start items: kept out of T1 pretraining altogether
+            eligible &= ~np.isin(inter[full.iid_field].to_numpy(), self.cold_items)
+        t1_rows = np.flatnonzero(eligible)
+        t1_user = np.searchsorted(starts, t1_rows, side="right") - 1  # user index of each T1 row
+        t1_count = np.bincount(t1_user, minlength=len(starts))  # W: T1 interactions per user
+        t1_rank = np.arange(len(t1_rows)) - np.repeat(np.cumsum(t1_count) - t1_count, t1_count)
+        mode = config["pretrain_mode"]
+        keep = np.ones(len(t1_rows), dtype=bool)
+        if mode in ("causal", "causal_last"):
+            # RecBole's leave-one-out gives the valid and test rows from each user's latest n + 3 T1
+            # interactions; its prefix augmentation of whole histories is never materialised
+            keep = t1_rank >= t1_count[t1_user] - (config["MAX_ITEM_LIST_LENGTH"] + MIN_T1_LENGTH)
+        t1_source = full.copy(inter.iloc[t1_rows[keep]].reset_index(drop=True))
         built = t1_source.build()
-        if config["pretrain_mode"] == "causal":
+        if mode == "causal":
+            built[0] = self._t1_windows(built[0], t1_rows, t1_count)
+        elif mode == "causal_last":
             built[0] = self._last_prefix_per_user(built[0])
         t1 = TaskData(specs[0], 0, *build_dataloaders(t1_config, t1_source, built), t1_config)
         t1.summary = self._t1_summary(built)
@@ -145,6 +164,31 @@ class ContinualData:
         self.split = self._split_users(config)
         self.tasks = [t1] + [self._downstream(spec, k) for k, spec in enumerate(specs) if k > 0]
         self.logger.info("\n" + self.summary_table())
+
+    def _t1_windows(self, template, t1_rows, t1_count):
+        """Every T1 training target of every user, in windows of ``MAX_ITEM_LIST_LENGTH`` items (one
+        row each, trained at every position by causal pretraining). A user's T1 history is
+        ``x_0 .. x_{W-1}`` (``t1_rows``: the rows of the sorted table T1 may use, ``W`` of them per user);
+        ``x_{W-2}`` and ``x_{W-1}`` are the valid and test targets, so the training targets
+        ``x_1 .. x_{W-3}`` are covered by rows ending at ``e = W-3, W-3-n, ...``: input
+        ``x_{max(0,e-n)} .. x_{e-1}``, last target ``x_e``."""
+        n = self.config["MAX_ITEM_LIST_LENGTH"]
+        first = np.cumsum(t1_count) - t1_count  # each user's first position in t1_rows
+        rows_per_user = np.where(t1_count >= MIN_T1_LENGTH + 1, -(-(t1_count - MIN_T1_LENGTH) // n), 0)
+        user = np.repeat(np.arange(len(t1_count)), rows_per_user)
+        back = np.arange(len(user)) - np.repeat(np.cumsum(rows_per_user) - rows_per_user, rows_per_user)
+        end = t1_count[user] - MIN_T1_LENGTH - back * n  # e, >= 1
+        length = np.minimum(end, n)
+        offsets = np.arange(n)
+        index = (first[user] + end - length)[:, None] + offsets
+        iids = self._inter[self.dataset.iid_field].to_numpy()[t1_rows]
+        seq = np.where(offsets < length[:, None], iids[np.minimum(index, len(iids) - 1)], 0)
+        return template.copy(Interaction({
+            self.dataset.uid_field: torch.as_tensor(self._users[user]),
+            template.item_id_list_field: torch.as_tensor(seq),
+            template.item_list_length_field: torch.as_tensor(length),
+            self.dataset.iid_field: torch.as_tensor(iids[first[user] + end]),
+        }))
 
     @staticmethod
     def _last_prefix_per_user(train):

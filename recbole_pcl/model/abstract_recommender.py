@@ -171,7 +171,8 @@ class TaskSASRec(TaskRecommender, SASRec):
     """RecBole's SASRec as the backbone of a method on a task sequence.
 
     T1 is SASRec's next-item prediction, trained on every position of each sequence at once
-    (``pretrain_mode: causal``) or on RecBole's one sample per prefix (``prefix``, stock SASRec). Class
+    (``pretrain_mode: causal`` / ``causal_last``) or on RecBole's one sample per prefix (``prefix``,
+    stock SASRec). Class
     tasks get a head (``adapter``: linear or mlp) on the user vector; link tasks score the user vector
     against the item table (through a per-task linear head where :attr:`link_heads`). Methods change
     :meth:`backbone` (whose modules encode a task), :meth:`input_embedding` (what enters the encoder)
@@ -186,8 +187,8 @@ class TaskSASRec(TaskRecommender, SASRec):
         super().__init__(config, dataset)
         self.backbone_keys = list(self.state_dict())  # what SASRec has is the backbone
         self.pretrain_mode = config["pretrain_mode"]
-        if self.pretrain_mode == "causal" and self.loss_type != "CE":
-            raise ValueError("pretrain_mode=causal trains every position with cross-entropy: set loss_type=CE")
+        if self.pretrain_mode != "prefix" and self.loss_type != "CE":
+            raise ValueError(f"pretrain_mode={self.pretrain_mode} trains every position with cross-entropy: set loss_type=CE")
         self.head_type = config["adapter"]
         self.heads = nn.ModuleDict()
 

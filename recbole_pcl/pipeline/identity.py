@@ -42,6 +42,10 @@ IGNORED_SETTINGS = {
     "ip": "device",
     "port": "device",
     "fwt_reference": "report only: the references are identified on their own",
+    "runner": "how runs are scheduled",
+    "ray_address": "how runs are scheduled",
+    "ray_cpus_per_run": "how runs are scheduled",
+    "ray_gpus_per_run": "how runs are scheduled",
     "pretrained_checkpoint": "a given stage 0 must have this run's stage-0 identity",
     "tasks": "identified task by task, so that a stage depends only on the tasks up to it",
 }

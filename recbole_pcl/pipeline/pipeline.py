@@ -52,7 +52,7 @@ class TaskPipeline:
     busy or foreign run directory is refused before the data are loaded (:attr:`data`, on first use).
     """
 
-    def __init__(self, config, model_class):
+    def __init__(self, config, model_class, epoch_callback=None):
         if not issubclass(model_class, (ContinualRecommender, JointRecommender)):
             raise PCLError(f"model '{model_class.__name__}' does not learn a task sequence")
         self.config, self.model_class = config, model_class
@@ -64,6 +64,7 @@ class TaskPipeline:
         )
         self.store = os.path.join(config["checkpoint_dir"], STORE)
         self.strategy = (SequentialStrategy if issubclass(model_class, ContinualRecommender) else JointStrategy)(self)
+        self.epoch_callback = epoch_callback  # (stage index, epoch, validation score) after each epoch
         self._data, self._evaluators = None, {}
 
     @property
@@ -114,8 +115,8 @@ class TaskPipeline:
     # ----- the run ----------------------------------------------------------------------------
     def run(self):
         with RunDirectory(self.run_dir, self.store, self.identity) as directory:
-            finished = directory.results()
-            if finished and finished["summary"].get("identity") == digest(self.identity.run()) and self.strategy.is_finished(directory):
+            finished = self._finished(directory)
+            if finished is not None:
                 self.logger.info(set_color("Finished before", "green") + f": {self.run_dir}")
                 return finished
             model = self.new_model()
@@ -123,6 +124,31 @@ class TaskPipeline:
             final = {t.spec.name: self.evaluate(model, t) for t in self.tasks}
             references = self.references() if self.reports_fwt() else {}
             return write_report(self.run_dir, self.config, self.tasks, records, final, references, self.summary(model))
+
+    def _finished(self, directory):
+        result = directory.results()
+        if result and result["summary"].get("identity") == digest(self.identity.run()) and self.strategy.is_finished(directory):
+            return result
+        return None
+
+    def finished_results(self):
+        """This run's results if it finished before (read without loading data or taking the lock)."""
+        if not os.path.isdir(self.run_dir):
+            return None
+        return self._finished(RunDirectory(self.run_dir, self.store, self.identity))
+
+    def stage0_digest(self):
+        return digest(self.identity.stage(0))
+
+    def pretrained(self):
+        """Whether stage 0 of this run is finished (here or in the shared store)."""
+        return os.path.isfile(os.path.join(self.store, f"{self.stage0_digest()}.pth")) or os.path.isfile(
+            os.path.join(self.run_dir, self.strategy.stage_file(0)))
+
+    def pretrain(self):
+        """Train (or find) stage 0 only, e.g. before several runs that share it go in parallel."""
+        with RunDirectory(self.run_dir, self.store, self.identity) as directory:
+            return {"run_dir": self.run_dir, "stage": self.strategy.stage(self.new_model(), directory, 0)}
 
     def summary(self, model):
         """What the comparison table says of the method besides its metrics."""
@@ -144,14 +170,21 @@ class TaskPipeline:
         self.strategy.restore_all(model, directory)
         return model.eval()
 
+    def stage_callback(self, index):
+        return None if self.epoch_callback is None else (lambda epoch, score: self.epoch_callback(index, epoch, score))
+
     def fit_and_test(self, model, task, learning_rate):
-        """Fit the trainable parameters on ``task`` with early stopping, then test the best epoch's
-        weights. With nothing to tune (e.g. a link task without prompts) it is tested as it is."""
-        trainer = ContinualTrainer(with_settings(task.config, learning_rate=learning_rate), model)
+        """Fit the trainable parameters on ``task`` with early stopping; ``(valid, test, history)``: the
+        results of the best epoch's weights and the validation metric after each epoch. With nothing
+        to tune (a link task without prompts) it is evaluated as it is."""
+        trainer = ContinualTrainer(with_settings(task.config, learning_rate=learning_rate), model, self.stage_callback(task.index))
+        valid = None
         if trainer.optimizer is not None:
-            trainer.fit(task.train, task.valid, saved=True, show_progress=self.config["show_progress"])
-        result = trainer.evaluate(task.test, load_best_model=True)
-        return {k: float(v) for k, v in result.items()}
+            valid = trainer.fit(task.train, task.valid, saved=True, show_progress=self.config["show_progress"])[1]
+        if valid is None:
+            valid = trainer.evaluate(task.valid, load_best_model=True)
+        test = trainer.evaluate(task.test, load_best_model=True)
+        return {k: float(v) for k, v in valid.items()}, {k: float(v) for k, v in test.items()}, trainer.history
 
     def evaluator(self, model, task):
         key = (id(model), task.index)
@@ -221,17 +254,17 @@ class SequentialStrategy:
         return state["meta"]["record"]
 
     def fit(self, model, directory):
-        records = []
-        for index, task in enumerate(self.pipeline.tasks):
-            state = self.find_stage(directory, index)
-            if state is not None:
-                records.append(self.restore(model, index, state))
-                continue
-            record = self.train_stage(model, task, index)
-            name = TaskPipeline.task_name(index, self.pipeline.specs)
-            directory.save(self.stage_file(index), self.pipeline.identity.stage(index), model.stage_state(name), record)
-            records.append(record)
-        return records
+        return [self.stage(model, directory, index) for index in range(len(self.pipeline.tasks))]
+
+    def stage(self, model, directory, index):
+        """Restore stage ``index`` if it is finished, else train and save it; its record."""
+        state = self.find_stage(directory, index)
+        if state is not None:
+            return self.restore(model, index, state)
+        record = self.train_stage(model, self.pipeline.tasks[index], index)
+        name = TaskPipeline.task_name(index, self.pipeline.specs)
+        directory.save(self.stage_file(index), self.pipeline.identity.stage(index), model.stage_state(name), record)
+        return record
 
     def check_finished(self, directory):
         for index, spec in enumerate(self.pipeline.specs):
@@ -254,10 +287,10 @@ class SequentialStrategy:
         model.begin_task(name)
         trainable = count_trainable(model)
         learning_rate = p.config["learning_rate"] if index == 0 else p.config["downstream_learning_rate"]
-        result = p.fit_and_test(model, task, learning_rate)
+        valid, test, history = p.fit_and_test(model, task, learning_rate)
         model.end_task(name)
-        return {"task": task.spec.name, "kind": task.spec.kind, "test": result, "trainable_params": trainable,
-                "seconds": round(time.time() - start, 2)}
+        return {"task": task.spec.name, "kind": task.spec.kind, "test": test, "valid": valid, "valid_history": history,
+                "trainable_params": trainable, "seconds": round(time.time() - start, 2)}
 
 
 class JointStrategy:
@@ -282,12 +315,12 @@ class JointStrategy:
             param.requires_grad_(True)
         trainable = count_trainable(model)
         trainer = JointTrainer(with_settings(p.tasks[0].config, learning_rate=p.config["learning_rate"]), model, p.tasks,
-                               lambda task: p.evaluate(model, task, "valid"))
+                               lambda task: p.evaluate(model, task, "valid"), p.stage_callback(0))
         trainer.fit(p.tasks[0].train, p.tasks[0].valid, saved=True, show_progress=p.config["show_progress"])
         trainer.restore_best()
         seconds = round(time.time() - start, 2)
-        records = [{"task": t.spec.name, "kind": t.spec.kind, "test": p.evaluate(model, t), "trainable_params": trainable,
-                    "seconds": seconds} for t in p.tasks]
+        records = [{"task": t.spec.name, "kind": t.spec.kind, "test": p.evaluate(model, t), "valid": p.evaluate(model, t, "valid"),
+                    "valid_history": trainer.history, "trainable_params": trainable, "seconds": seconds} for t in p.tasks]
         directory.save(self.FILE, p.identity.joint(), model.state_dict(), records)
         return records
 

@@ -1,3 +1,3 @@
 from recbole_pcl.quick_start.quick_start import run_recbole_pcl
 from recbole_pcl.quick_start.serving import ContinualPredictor, load_continual_run
-from recbole_pcl.pipeline.compare import run_comparison
+from recbole_pcl.experiment.compare import run_comparison

@@ -15,9 +15,11 @@ class ContinualTrainer(Trainer):
       seeded for the evaluation, then the training RNG state is restored.
     """
 
-    def __init__(self, config, model):
+    def __init__(self, config, model, epoch_callback=None):
         super().__init__(config, model)
         self.best_parameters = None
+        self.history = []  # the validation metric after each epoch
+        self.epoch_callback = epoch_callback  # called as (epoch, valid score) after each validation
 
     def _build_optimizer(self, **kwargs):
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -28,6 +30,13 @@ class ContinualTrainer(Trainer):
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.start_epoch(len(train_data))
         return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        score, result = super()._valid_epoch(valid_data, show_progress)
+        self.history.append(float(score))
+        if self.epoch_callback is not None:
+            self.epoch_callback(len(self.history), float(score))
+        return score, result
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         self.best_parameters = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}

@@ -24,8 +24,8 @@ class JointTrainer(ContinualTrainer):
     the mean over tasks of each task's validation metric (``evaluate_valid(task)``).
     """
 
-    def __init__(self, config, model, tasks, evaluate_valid):
-        super().__init__(config, model)
+    def __init__(self, config, model, tasks, evaluate_valid, epoch_callback=None):
+        super().__init__(config, model, epoch_callback)
         self.tasks, self.evaluate_valid = tasks, evaluate_valid
         self.weighting, self.normalization = config["task_weighting"], config["mgda_normalization"]
         self.last_weights = None  # the task weights of the latest step, {task: weight}
@@ -69,5 +69,8 @@ class JointTrainer(ContinualTrainer):
 
     def _valid_epoch(self, valid_data, show_progress=False):
         results = {t.spec.name: self.evaluate_valid(t) for t in self.tasks}
-        scores = [results[t.spec.name][t.config["valid_metric"].lower()] for t in self.tasks]
-        return float(np.mean(scores)), {f"{task}/{k}": v for task, result in results.items() for k, v in result.items()}
+        score = float(np.mean([results[t.spec.name][t.config["valid_metric"].lower()] for t in self.tasks]))
+        self.history.append(score)
+        if self.epoch_callback is not None:
+            self.epoch_callback(len(self.history), score)
+        return score, {f"{task}/{k}": v for task, result in results.items() for k, v in result.items()}

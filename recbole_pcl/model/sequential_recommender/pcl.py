@@ -23,6 +23,7 @@ they were, each task's contextual prompt vector is frozen when its stage ends (:
 import torch
 from torch import nn
 
+from recbole_pcl.data.continual import cold_items
 from recbole_pcl.model.abstract_recommender import ContinualRecommender, TaskSASRec
 from recbole_pcl.utils.errors import PCLError
 
@@ -30,13 +31,20 @@ from recbole_pcl.utils.errors import PCLError
 class PCL(TaskSASRec, ContinualRecommender):
     downstream_settings = TaskSASRec.downstream_settings + (
         "prompt_length", "context_lambda", "contextual_prompt", "context_heads", "context_text_dim",
-        "text_encoder", "prompt_init",
+        "text_encoder", "prompt_init", "normalize_context", "tune_cold_items",
     )
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.prompt_length = config["prompt_length"]  # t
         self.context_lambda = config["context_lambda"]
+        self.normalize_context = config["normalize_context"]
+        self.tune_cold_items = config["tune_cold_items"]
+        if self.tune_cold_items:  # RQ3: downstream stages also learn the embeddings of the cold-start items
+            cold = torch.zeros(self.n_items, 1)
+            cold[torch.as_tensor(cold_items(config, self.n_items), dtype=torch.long)] = 1.0
+            self.register_buffer("cold_rows", cold, persistent=False)
+            self.item_embedding.weight.register_hook(lambda grad: grad if self.active_task is None else grad * self.cold_rows)
         self.contextual_prompt = config["contextual_prompt"]  # lm | random | none
         self.prompt_init = config["prompt_init"]  # previous | random
 
@@ -111,6 +119,8 @@ class PCL(TaskSASRec, ContinualRecommender):
             params += list(self.attributes[name].parameters())
         if self.uses_context:
             params += list(self.context_proj.parameters()) + list(self.context_attn.parameters())
+        if self.tune_cold_items:
+            params.append(self.item_embedding.weight)  # its warm rows get no gradient (see __init__)
         return params
 
     def stage_keys(self, name, keys):
@@ -120,6 +130,8 @@ class PCL(TaskSASRec, ContinualRecommender):
         prefixes = [f"heads.{name}.", f"prompts.{name}", f"attributes.{name}.", f"frozen_context.{name}"]
         if self.uses_context:
             prefixes += ["context_proj.", "context_attn."]
+        if self.tune_cold_items:
+            prefixes.append("item_embedding.weight")
         return [k for k in keys if k.startswith(tuple(prefixes))]
 
     def end_task(self, name):
@@ -134,11 +146,12 @@ class PCL(TaskSASRec, ContinualRecommender):
 
     # ----- prompts ------------------------------------------------------------------------------
     def _live_context(self, name):
-        """Row ``name`` of ``P_T = MHA(E_T W)`` (Eq. 2) over the tasks learned up to ``name``."""
+        """Row ``name`` of ``P_T = MHA(E_T W)`` (Eq. 2) over the tasks learned up to ``name``; of unit
+        norm with ``normalize_context`` (then lambda is its norm, in the scale of item embeddings)."""
         k = self.task_names.index(name)
         e = self.context_proj(self.task_text[: k + 1]).unsqueeze(0)  # [1, k + 1, d]
         p_t, _ = self.context_attn(e, e, e, need_weights=False)
-        return p_t[0, k]
+        return torch.nn.functional.normalize(p_t[0, k], dim=0) if self.normalize_context else p_t[0, k]
 
     def task_input(self, name, item_seq, item_seq_len):
         """What task ``name`` adds to the item-embedding sequence: prompts on the last t items (Eq. 1, 3)

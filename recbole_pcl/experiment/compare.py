@@ -2,34 +2,55 @@
 
 The labelled downstream users are split into ``n_folds`` folds (seeded); each fold is the test set once
 and validation users are drawn from the other folds, so every labelled user is tested exactly once.
-Each (method, fold) is an ordinary run of :class:`~recbole_pcl.pipeline.TaskPipeline` with
-``fold`` set: finished runs are reused under the run-identity rules, and T1 pretraining, which does not
-depend on the downstream split, is one stage shared by every fold and every method that starts from
-it. Every metric is reported as the mean over folds with a 95 % t-interval, and as the paired
-difference to PCL (per fold) with its interval.
+Each (method, fold) is an ordinary run of :class:`~recbole_pcl.pipeline.TaskPipeline` with ``fold``
+set, a job of :mod:`.runner` (on Ray by default): finished runs are reused under the run-identity
+rules, and T1 pretraining, which does not depend on the downstream split, is one stage shared by every
+fold and every method that starts from it. Every metric is reported as the mean over folds with a 95 %
+t-interval, and as the paired difference to PCL (per fold) with its interval.
 
     python run_recbole_pcl.py --model=PCL,SASRecPerTask,FineAll --dataset=ml-100k [--n_folds=5]
 """
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from logging import getLogger
 
 import numpy as np
 from recbole.utils import init_logger, set_color
 from scipy import stats
 from tabulate import tabulate
-from tqdm import tqdm
 
 from recbole_pcl.config import Config
+from recbole_pcl.experiment.runner import Job, failures, run_jobs, runner_settings
 from recbole_pcl.pipeline.identity import digest
-from recbole_pcl.pipeline.pipeline import TaskPipeline
 from recbole_pcl.pipeline.report import write_csv
 from recbole_pcl.utils.checkpoint import atomic_path, atomic_write_text
 from recbole_pcl.utils.errors import PCLError
 from recbole_pcl.utils.utils import get_model
 
-REFERENCE = "PCL"  # paired differences are to this method when it is compared
+REFERENCE = "PCL"  # paired differences are to the method labelled so (else to the first method)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A row of the comparison: ``model`` with ``settings`` on top of the shared configuration."""
+
+    label: str
+    model: str
+    settings: dict = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec):
+        """A model name, or a mapping ``{label, model, <setting>: <value>...}`` (experiment yaml files)."""
+        if isinstance(spec, Method):
+            return spec
+        if isinstance(spec, str):
+            return cls(get_model(spec).label(), spec)
+        if not isinstance(spec, dict) or "model" not in spec:
+            raise PCLError(f"a compared method is a model name or a mapping with 'model' (and 'label'), got {spec!r}")
+        settings = {k: v for k, v in spec.items() if k not in ("label", "model")}
+        return cls(spec.get("label") or get_model(spec["model"]).label(), spec["model"], settings)
 
 
 def interval(values):
@@ -50,44 +71,46 @@ def table_metrics(spec):
     return ["accuracy"] if spec.kind == "class" else ["hit@5", "hit@10"]
 
 
-def run_comparison(models, dataset, config_file_list=None, config_dict=None, cmd_args=None):
-    """Run every method of ``models`` on every fold of ``dataset``; returns the comparison dict and
-    writes compare.json/.csv/.md/.png into ``<checkpoint_dir>/compare-<dataset>-<hash>/``."""
-    models = list(dict.fromkeys(models))
+def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cmd_args=None, name="compare"):
+    """Run every method of ``methods`` (model names or :class:`Method` specs) on every fold of
+    ``dataset``; returns the comparison dict and writes compare.json/.csv/.md/.png into
+    ``<checkpoint_dir>/<name>-<dataset>-<hash>/``. A failed (method, fold) run is reported and its
+    method left out of the table; the other runs' results are kept."""
+    methods = list({m.label: m for m in map(Method.parse, methods)}.values())
     if any(str(a).startswith("--fold=") for a in cmd_args or []) or "fold" in (config_dict or {}):
         raise PCLError("a comparison runs every fold itself: do not set 'fold' (set n_folds)")
-    base = Config(models[0], dataset, config_file_list, config_dict, cmd_args)
+    base = Config(methods[0].model, dataset, config_file_list, config_dict, cmd_args)
     init_logger(base)
     logger = getLogger()
-    classes = {m: get_model(m) for m in models}
-    pipelines = {
-        (m, f): TaskPipeline(Config(m, dataset, config_file_list, dict(config_dict or {}, fold=f), cmd_args), classes[m])
-        for f in range(base["n_folds"])
-        for m in models
-    }
-    key = digest([[m, f, digest(p.identity.run())] for (m, f), p in pipelines.items()])
-    out = os.path.join(base["checkpoint_dir"], f"compare-{dataset}-{key[:8]}")
+    jobs = [Job(f"{m.label}/fold-{f}", m.model, dataset, list(config_file_list or []), dict(config_dict or {}, **m.settings, fold=f), list(cmd_args or []))
+            for f in range(base["n_folds"]) for m in methods]
+    pipelines = {job.key: job.pipeline() for job in jobs}
+    key = digest([[k, digest(p.identity.run())] for k, p in pipelines.items()])
+    out = os.path.join(base["checkpoint_dir"], f"{name}-{dataset}-{key[:8]}")
     start = time.time()
-    results = {}
-    progress = tqdm(pipelines.items(), total=len(pipelines), ncols=100, desc=set_color("Compare", "pink"), disable=not base["show_progress"])
-    for (m, f), pipeline in progress:
-        progress.set_postfix_str(f"{m}, fold {f}")
-        results[m, f] = pipeline.run()
+    outcomes = run_jobs(jobs, **runner_settings(base))
+    failed = failures(outcomes)
+    complete = [m for m in methods if all(outcomes[f"{m.label}/fold-{f}"]["ok"] for f in range(base["n_folds"]))]
+    results = {(m.label, f): outcomes[f"{m.label}/fold-{f}"]["result"] for m in complete for f in range(base["n_folds"])}
     specs = next(iter(pipelines.values())).specs
-    comparison = summarise(models, base["n_folds"], specs, results)
-    comparison.update(dataset=dataset, folds=base["n_folds"], seconds=round(time.time() - start, 1), directory=out)
+    comparison = summarise(complete, base["n_folds"], specs, results) if complete else {"methods": [], "table": "", "differences": ""}
+    comparison.update(dataset=dataset, folds=base["n_folds"], seconds=round(time.time() - start, 1), directory=out, failures=failed)
     write_comparison(out, comparison, specs)
     logger.info(set_color("Comparison", "yellow") + f" ({out}):\n{comparison['table']}")
     return comparison
 
 
-def summarise(models, n_folds, specs, results):
-    """Per method and task: every metric's mean and interval over folds, and the paired difference to PCL."""
+def summarise(compared, n_folds, specs, results):
+    """Per method and task: every metric's mean and interval over folds, and the paired difference to
+    the reference method (PCL)."""
+    labels = [m.label for m in compared]
+    reference = REFERENCE if REFERENCE in labels else labels[0]
     methods = []
-    for m in models:
+    for method in compared:
+        m = method.label
         runs = [results[m, f] for f in range(n_folds)]
         summary = runs[0]["summary"]
-        row = {"model": m, "method": summary["method"], "strategy": summary["strategy"], "B": summary["backbones_kept"],
+        row = {"model": method.model, "method": m, "settings": method.settings, "strategy": summary["strategy"], "B": summary["backbones_kept"],
                "F": summary["tasks_optimised_jointly"], "tasks": {}}
         row["trainable_params"] = [r["trainable_params"] for r in runs[0]["stages"]]
         row["seconds"] = interval([sum(r["seconds"] for r in run["stages"]) / (1 if summary["strategy"] == "sequential" else len(run["stages"])) for run in runs])
@@ -98,14 +121,14 @@ def summarise(models, n_folds, specs, results):
                 if any(v is None for v in values):
                     continue
                 task[metric] = {"mean": interval(values)[0], "ci95": interval(values)[1], "folds": values}
-                if REFERENCE in models and m != REFERENCE:
-                    reference = [results[REFERENCE, f]["final"][spec.name].get(metric, results[REFERENCE, f]["tasks"][index].get(metric)) for f in range(n_folds)]
-                    if all(v is not None for v in reference):
-                        diff = interval(np.asarray(values) - np.asarray(reference))
-                        task[metric]["minus_" + REFERENCE] = {"mean": diff[0], "ci95": diff[1]}
+                if m != reference:
+                    base = [results[reference, f]["final"][spec.name].get(metric, results[reference, f]["tasks"][index].get(metric)) for f in range(n_folds)]
+                    if all(v is not None for v in base):
+                        diff = interval(np.asarray(values) - np.asarray(base))
+                        task[metric]["minus_reference"] = {"mean": diff[0], "ci95": diff[1]}
             row["tasks"][spec.name] = task
         methods.append(row)
-    return {"methods": methods, "table": table(methods, specs), "differences": differences_table(methods, specs)}
+    return {"methods": methods, "reference": reference, "table": table(methods, specs), "differences": differences_table(methods, specs, reference)}
 
 
 def _cell(stat, bold=False):
@@ -117,10 +140,10 @@ def table(methods, specs):
     """Markdown laid out like the PCL paper's Table 1; the best single-objective method per column bold."""
     columns = [(spec.name, metric) for spec in specs for metric in table_metrics(spec)]
     single = [m for m in methods if m["F"] == 1]
-    best = {c: max(single, key=lambda m: m["tasks"][c[0]][c[1]]["mean"])["model"] for c in columns} if single else {}
+    best = {c: max(single, key=lambda m: m["tasks"][c[0]][c[1]]["mean"])["method"] for c in columns} if single else {}
     rows = []
     for m in methods:
-        cells = [_cell(m["tasks"][t][k], best.get((t, k)) == m["model"]) for t, k in columns]
+        cells = [_cell(m["tasks"][t][k], best.get((t, k)) == m["method"]) for t, k in columns]
         params = m["trainable_params"]
         downstream = f"{int(np.mean(params[1:])):,}" if len(params) > 1 else "-"
         rows.append([m["method"], *cells, m["B"], m["F"], f"{params[0]:,} / {downstream}", f"{m['seconds'][0]:.0f}"])
@@ -129,14 +152,14 @@ def table(methods, specs):
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def differences_table(methods, specs):
-    """Each method minus PCL, paired per fold: mean ± 95 % interval (an interval off 0 is a difference)."""
+def differences_table(methods, specs, reference):
+    """Each method minus the reference, paired per fold: mean ± 95 % interval (off 0: a difference)."""
     columns = [(spec.name, metric) for spec in specs for metric in table_metrics(spec)]
-    rows = [[m["method"], *[_cell(m["tasks"][t][k]["minus_" + REFERENCE]) if "minus_" + REFERENCE in m["tasks"][t][k] else "-" for t, k in columns]]
-            for m in methods if m["model"] != REFERENCE]
+    rows = [[m["method"], *[_cell(m["tasks"][t][k]["minus_reference"]) if "minus_reference" in m["tasks"][t][k] else "-" for t, k in columns]]
+            for m in methods if m["method"] != reference]
     if not rows or all(c == "-" for r in rows for c in r[1:]):
         return ""
-    return tabulate(rows, headers=["minus PCL", *[column_name(t, k) for t, k in columns]], tablefmt="github", disable_numparse=True)
+    return tabulate(rows, headers=[f"minus {reference}", *[column_name(t, k) for t, k in columns]], tablefmt="github", disable_numparse=True)
 
 
 def write_comparison(out, comparison, specs):
@@ -145,14 +168,16 @@ def write_comparison(out, comparison, specs):
     for m in comparison["methods"]:
         for task, metrics in m["tasks"].items():
             for metric, stat in metrics.items():
-                diff = stat.get("minus_" + REFERENCE, {})
+                diff = stat.get("minus_reference", {})
                 flat.append({"method": m["method"], "task": task, "metric": metric, "mean": round(stat["mean"], 6),
-                             "ci95": round(stat["ci95"], 6), "minus_pcl": diff.get("mean"), "minus_pcl_ci95": diff.get("ci95"),
+                             "ci95": round(stat["ci95"], 6), "minus_reference": diff.get("mean"), "minus_reference_ci95": diff.get("ci95"),
                              "folds": " ".join(f"{v:.4f}" for v in stat["folds"])})
     write_csv(os.path.join(out, "compare.csv"), flat)
     text = f"{comparison['dataset']}, {comparison['folds']} folds: mean ± 95 % interval over folds\n\n{comparison['table']}\n"
     if comparison["differences"]:
-        text += f"\nPaired difference to PCL (per fold), mean ± 95 % interval\n\n{comparison['differences']}\n"
+        text += f"\nPaired difference to {comparison['reference']} (per fold), mean ± 95 % interval\n\n{comparison['differences']}\n"
+    if comparison["failures"]:
+        text += "\nFailed runs (their methods are left out):\n\n" + "".join(f"- {k}: {e}\n" for k, e in comparison["failures"].items())
     atomic_write_text(os.path.join(out, "compare.md"), text)
     plot(os.path.join(out, "compare.png"), comparison, specs)
     atomic_write_text(os.path.join(out, "compare.json"), json.dumps(comparison, indent=1))
@@ -166,12 +191,14 @@ def plot(path, comparison, specs):
     import matplotlib.pyplot as plt
 
     methods = comparison["methods"]
+    if not methods:
+        return
     fig, axes = plt.subplots(1, len(specs), figsize=(3.2 * len(specs), 3.4), squeeze=False)
     for ax, spec in zip(axes[0], specs):
         metric = table_metrics(spec)[-1]
         means = [m["tasks"][spec.name][metric]["mean"] for m in methods]
         errors = [m["tasks"][spec.name][metric]["ci95"] for m in methods]
-        colors = ["tab:red" if m["model"] == REFERENCE else ("tab:blue" if m["F"] == 1 else "tab:gray") for m in methods]
+        colors = ["tab:red" if m["method"] == comparison["reference"] else ("tab:blue" if m["F"] == 1 else "tab:gray") for m in methods]
         ax.bar(range(len(methods)), means, yerr=errors, color=colors, capsize=3)
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels([m["method"] for m in methods], rotation=60, ha="right", fontsize=7)

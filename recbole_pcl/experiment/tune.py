@@ -1,0 +1,155 @@
+"""Ray Tune for a method's settings (PCL's t, lambda, learning rates, prompt initialisation, adapter).
+
+The search space lives in a yaml file (``properties/experiment/tune.yaml``)::
+
+    model: PCL
+    space:                                   # setting: {distribution: arguments}
+      prompt_length: {choice: [5, 10, 20]}
+      context_lambda: {loguniform: [0.05, 2.0]}
+    samples: 12                              # trials
+    grace_epochs: 3                          # ASHA: epochs every trial gets before it can be cut
+    reduction_factor: 3
+
+Each trial is a run of the method on the validation users (its test users are never looked at for
+the choice). After every epoch of every downstream stage the trial reports ``score``: the mean over
+the tasks learned so far of each task's best validation metric (NDCG@10 for link tasks, accuracy for
+class tasks), so that ASHA can stop trials that fall behind; T1 pretraining does not depend on these
+settings and is done once, before the trials. The best complete trial's settings are written as
+``best.yaml``, which ``--config_files`` accepts.
+"""
+import json
+import math
+import os
+import time
+
+import yaml
+from tabulate import tabulate
+
+from recbole_pcl.experiment.research import Experiment
+from recbole_pcl.experiment.runner import Job, failures, run_jobs
+from recbole_pcl.pipeline.report import write_csv
+from recbole_pcl.utils.checkpoint import atomic_write_text
+from recbole_pcl.utils.errors import PCLError
+
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "grid_search")
+
+
+def search_space(space):
+    """Ray Tune domains from the yaml mapping ``{setting: {distribution: arguments}}``."""
+    from ray import tune
+
+    domains = {}
+    for key, spec in (space or {}).items():
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
+            raise PCLError(f"tune space: '{key}' must be one of {', '.join(f'{{{d}: ...}}' for d in DISTRIBUTIONS)}, got {spec!r}")
+        kind, args = next(iter(spec.items()))
+        domains[key] = getattr(tune, kind)(args) if kind in ("choice", "grid_search") else getattr(tune, kind)(*args)
+    if not domains:
+        raise PCLError("tune: the definition has no 'space'")
+    return domains
+
+
+def trial(params, model, dataset, files, config_dict, cmd_args):
+    """One trial (runs in a Ray Tune worker): the method with ``params``, reporting after every epoch."""
+    from ray import tune
+
+    from recbole_pcl.config import Config
+    from recbole_pcl.pipeline import TaskPipeline
+    from recbole_pcl.utils import get_model
+
+    best = {}  # stage index -> best validation metric so far (downstream stages)
+
+    def report(stage, epoch, score):
+        if stage == 0:
+            return  # pretraining, shared by every trial
+        best[stage] = max(best.get(stage, -math.inf), score)
+        tune.report({"score": sum(best.values()) / len(best), "stage": stage, "complete": False})
+
+    config = Config(model, dataset, files, dict(config_dict, **params), cmd_args)
+    result = TaskPipeline(config, get_model(model), epoch_callback=report).run()
+    scores = [s["valid"]["accuracy" if s["kind"] == "class" else config["link_valid_metric"].lower()] for s in result["stages"][1:]]
+    tune.report({"score": sum(scores) / len(scores), "stage": len(result["stages"]) - 1, "complete": True})
+
+
+def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_args=None):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    exp = Experiment("tune", definition, dataset, config_file_list, config_dict, cmd_args)
+    model = definition.get("model", "PCL")
+    space = search_space(definition.get("space"))
+    settings = dict(exp.config_dict, **absolute_paths(exp.base))
+    pretrain = Job("pretrain", model, dataset, exp.files, settings, exp.cmd_args, pretrain_only=True)
+    out = exp.directory([Job(f"{model}-space", model, dataset, exp.files, settings, exp.cmd_args)]) + "-" + _space_key(definition)
+    start = time.time()
+    pretrained = run_jobs([pretrain], **dict(exp.runner, runner="ray"))  # also starts (or joins) Ray
+    if failures(pretrained):
+        raise PCLError(f"tune: pretraining failed: {failures(pretrained)['pretrain']}")
+    runner = exp.runner
+    trainable = tune.with_resources(
+        tune.with_parameters(trial, model=model, dataset=dataset, files=exp.files, config_dict=settings, cmd_args=exp.cmd_args),
+        {"cpu": runner["cpus_per_run"], "gpu": runner["gpus_per_run"]},
+    )
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=10_000, grace_period=definition.get("grace_epochs", 3),
+                              reduction_factor=definition.get("reduction_factor", 3))
+    tuner = tune.Tuner(
+        trainable, param_space=space,
+        tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=definition.get("samples", 10), scheduler=scheduler),
+        run_config=tune.RunConfig(name="trials", storage_path=os.path.abspath(out), verbose=0),
+    )
+    grid = tuner.fit()
+    trials = []
+    for result in grid:
+        metrics = result.metrics or {}
+        trials.append({**{k: result.config.get(k) for k in space}, "score": metrics.get("score"), "epochs": metrics.get("training_iteration"),
+                       "complete": bool(metrics.get("complete")), "error": str(result.error).splitlines()[0] if result.error else None})
+    complete = [t for t in trials if t["complete"] and t["score"] is not None]
+    if not complete:
+        raise PCLError(f"tune: no trial finished ({len(trials)} trials; see {out})")
+    best = max(complete, key=lambda t: t["score"])
+    best_settings = {k: best[k] for k in space}
+    os.makedirs(out, exist_ok=True)
+    atomic_write_text(os.path.join(out, "best.yaml"),
+                      f"# Best of {len(trials)} trials of {model} on {dataset} (mean validation metric {best['score']:.4f}).\n"
+                      + yaml.safe_dump(best_settings, sort_keys=True))
+    write_csv(os.path.join(out, "tune.csv"), trials)
+    table = tabulate(sorted(trials, key=lambda t: -(t["score"] or -1)), headers="keys", tablefmt="github")
+    atomic_write_text(os.path.join(out, "tune.md"), f"Ray Tune of {model} on {dataset}: {len(trials)} trials, ASHA; best settings in best.yaml.\n\n{table}\n")
+    _plot(os.path.join(out, "tune.png"), grid, model, dataset)
+    result = {"best": best_settings, "best_score": best["score"], "trials": trials, "seconds": round(time.time() - start, 1), "directory": out}
+    atomic_write_text(os.path.join(out, "tune.json"), json.dumps(result, indent=1))
+    exp.logger.info(f"tune ({out}): best {best_settings}, mean validation metric {best['score']:.4f}")
+    return result
+
+
+def absolute_paths(config):
+    """Trials run in their own folders: give them the data and run directories as absolute paths."""
+    return {"checkpoint_dir": os.path.abspath(config["checkpoint_dir"]), "data_path": os.path.dirname(os.path.abspath(config["data_path"]))}
+
+
+def _space_key(definition):
+    import hashlib
+
+    return hashlib.sha256(json.dumps(definition, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
+def _plot(path, grid, model, dataset):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from recbole_pcl.utils.checkpoint import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for result in grid:
+        frame = result.metrics_dataframe
+        if frame is not None and "score" in frame:
+            ax.plot(frame["training_iteration"], frame["score"], marker=".", alpha=0.8)
+    ax.set_xlabel("epochs (all downstream stages)")
+    ax.set_ylabel("mean validation metric so far")
+    ax.set_title(f"Ray Tune of {model} on {dataset} (ASHA stops trials that fall behind)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)

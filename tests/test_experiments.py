@@ -1,0 +1,155 @@
+"""Experiments: runs as Ray tasks (failures isolated, finished runs skipped), Ray Tune, RQ1-RQ4, CLI."""
+import copy
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO
+from recbole_pcl.experiment import run_experiment
+from recbole_pcl.experiment.runner import Job, device_options, run_jobs
+
+TASKS = yaml.safe_load((REPO / "properties" / "dataset" / "ml-100k.yaml").read_text())["tasks"][:4]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return {
+        "user_inter_num_interval": "[20,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
+        "n_layers": 1, "n_heads": 1, "context_heads": 1, "epochs": 2, "prompt_length": 3, "contextual_prompt": "random",
+        "show_progress": False, "state": "WARNING", "use_gpu": False, "checkpoint_dir": str(tmp_path / "saved"),
+        "train_batch_size": 128, "tasks": copy.deepcopy(TASKS), "n_folds": 2, "fwt_reference": False, "runner": "serial",
+    }
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_grid_keeps_results_reports_failures_and_skips_finished(tiny, local_ray):
+    settings = dict(tiny, runner="ray", tasks=TASKS[:2], epochs=1)
+    jobs = [Job(f"fold-{f}", "TaskPrior", "ml-100k", config_dict=dict(settings, fold=f)) for f in (0, 1)]
+    jobs.append(Job("broken", "TaskPrior", "ml-100k", config_dict=dict(settings, fold=0, epochs=0)))
+    outcomes = run_jobs(jobs, runner="ray", show_progress=False)
+    assert local_ray.is_initialized()
+    assert outcomes["fold-0"]["ok"] and outcomes["fold-1"]["ok"] and not outcomes["broken"]["ok"]
+    assert "setting 'epochs' must be an integer >= 1, got 0" in outcomes["broken"]["error"]
+    for key in ("fold-0", "fold-1"):
+        run_dir = outcomes[key]["result"]["run_dir"]
+        assert os.path.isabs(run_dir) and os.path.isfile(os.path.join(run_dir, "results.json"))
+    again = run_jobs(jobs, runner="ray", show_progress=False)  # finished runs are not run again
+    assert again["fold-0"].get("skipped") and again["fold-1"].get("skipped") and not again["broken"]["ok"]
+    assert again["fold-0"]["result"]["final"] == outcomes["fold-0"]["result"]["final"]
+
+
+def test_each_run_keeps_the_gpu_ray_assigned_it():
+    assert device_options({"CUDA_VISIBLE_DEVICES": "3"}) == ["--gpu_id=3", "--use_gpu=True"]  # RecBole re-sets the same GPU
+    assert device_options({"CUDA_VISIBLE_DEVICES": ""}) == ["--gpu_id=", "--use_gpu=False"]  # a CPU task
+    assert device_options({}) == []  # outside Ray: the user's settings stand
+    from recbole_pcl.config import Config
+
+    config = Config("SASRec", "ml-100k", cmd_args=device_options({"CUDA_VISIBLE_DEVICES": ""}))
+    assert config["use_gpu"] is False and str(config["device"]) == "cpu"
+
+
+def test_tune_two_trials_writes_the_best_settings(tiny, local_ray, tmp_path):
+    definition = tmp_path / "space.yaml"
+    definition.write_text(yaml.safe_dump({"model": "PCL", "space": {"prompt_length": {"choice": [2, 4]},
+                                          "downstream_learning_rate": {"loguniform": [0.001, 0.05]}},
+                                          "samples": 2, "grace_epochs": 1, "reduction_factor": 2}))
+    result = run_experiment("tune", "ml-100k", config_dict=dict(tiny, tasks=TASKS[:3]), definition=str(definition))
+    assert len(result["trials"]) == 2 and result["best"]["prompt_length"] in (2, 4)
+    best_file = os.path.join(result["directory"], "best.yaml")
+    for name in ("tune.csv", "tune.md", "tune.png", "tune.json"):
+        assert os.path.getsize(os.path.join(result["directory"], name)) > 0
+    from recbole_pcl.config import Config
+
+    others = {k: v for k, v in tiny.items() if k not in result["best"]}  # config_dict would override the file
+    config = Config("PCL", "ml-100k", [best_file], others)  # what --config_files accepts
+    assert config["prompt_length"] == result["best"]["prompt_length"]
+    assert config["downstream_learning_rate"] == pytest.approx(result["best"]["downstream_learning_rate"])
+
+
+def test_rq2_runs_every_order_and_reports_the_spread(tiny):
+    result = run_experiment("rq2", "ml-100k", config_dict=dict(tiny, tasks=TASKS[:3]))
+    assert result["orders"] == ["23", "32"] and not result["failures"]
+    for task, spread in result["spread"].items():
+        means = [r["mean"] for r in result["rows"] if r["task"] == task]
+        assert len(means) == 2 and spread["absolute"] == pytest.approx(max(means) - min(means))
+    assert os.path.getsize(os.path.join(result["directory"], "rq2.png")) > 0
+
+
+def test_rq3_cold_items_curves(tiny):
+    definition = yaml.safe_load((REPO / "properties" / "experiment" / "rq3.yaml").read_text())
+    definition["settings"].update(epochs=2, stopping_step=2)
+    path = os.path.join(tiny["checkpoint_dir"], "..", "rq3.yaml")
+    os.makedirs(tiny["checkpoint_dir"], exist_ok=True)
+    with open(path, "w") as f:
+        yaml.safe_dump(definition, f)
+    result = run_experiment("rq3", "ml-100k", config_dict=dict(tiny, tasks=TASKS[:2]), definition=path)
+    curves = result["curves"]
+    assert set(curves) == {"PCL|next_4star", "w/o prompts|next_4star"} and all(len(c) == 2 for c in curves.values())
+
+
+def test_rq3_keeps_cold_items_out_of_pretraining_and_tunes_only_them(tiny):
+    from recbole_pcl.config import Config
+    from recbole_pcl.pipeline import TaskPipeline
+    from recbole_pcl.utils import get_model
+
+    config = Config("PCL", "ml-100k", config_dict=dict(tiny, cold_item_share=0.5, tune_cold_items=True, tasks=TASKS[:2]))
+    pipeline = TaskPipeline(config, get_model("PCL"))
+    cold = set(pipeline.data.cold_items.tolist())
+    assert abs(len(cold) - (pipeline.data.dataset.item_num - 1) / 2) <= 1
+    t1 = pipeline.tasks[0].train._dataset.inter_feat
+    seen = set(t1["item_id_list"].flatten().tolist()) | set(t1["item_id"].tolist())
+    assert not (seen - {0}) & cold  # T1 never sees a cold item
+    model = pipeline.new_model()
+    model.begin_task(None)
+    model.end_task(None)
+    before = model.item_embedding.weight.detach().clone()
+    model.begin_task("next_4star")
+    model.train()
+    model.calculate_loss(next(iter(pipeline.tasks[1].train))).backward()
+    grad = model.item_embedding.weight.grad
+    warm = [i for i in range(1, len(before)) if i not in cold]
+    assert grad[warm].abs().sum() == 0 and grad[sorted(cold)].abs().sum() > 0
+
+
+def test_rq4_mlp_on_user_vectors(tiny):
+    result = run_experiment("rq4", "ml-100k", config_dict=dict(tiny, tasks=[TASKS[0], TASKS[1], TASKS[3]]))
+    rows = {r["features"]: r for r in result["rows"]}
+    assert set(rows) == {"PCL", "SSP", "NP"} and all(0 <= r["test_accuracy"] <= 1 for r in rows.values())
+    assert all(len(f) == 2 for f in result["fits"].values())  # two folds each
+    fit = result["fits"]["PCL"][0]
+    assert fit["seconds_to_best"] == fit["times"][fit["best_epoch"] - 1] and max(fit["curve"]) == pytest.approx(max(fit["curve"]))
+
+
+def test_experiment_command_errors(capsys, tmp_path):
+    import run_experiment as cli
+
+    with pytest.raises(SystemExit):  # argparse names the valid experiments
+        cli.main(["--experiment=rq9"])
+    assert "rq1" in capsys.readouterr().err
+    assert cli.main(["--experiment=rq2", f"--definition={tmp_path / 'missing.yaml'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.yaml cannot be read" in err[0]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"space": {"prompt_length": {"normal": [1, 2]}}}))
+    assert cli.main(["--experiment=tune", f"--definition={bad}", "--runner=serial"]) == 2
+    assert "tune space: 'prompt_length' must be one of" in capsys.readouterr().err
+
+
+def test_comparison_failure_is_reported_without_losing_the_others(tiny):
+    from recbole_pcl.experiment import run_comparison
+
+    methods = ["TaskPrior", {"label": "broken", "model": "TaskPrior", "label_window": 0}]
+    result = run_comparison(methods, "ml-100k", config_dict=dict(tiny, tasks=TASKS[:2]))
+    assert [m["method"] for m in result["methods"]] == ["TaskPrior"]
+    assert set(result["failures"]) == {"broken/fold-0", "broken/fold-1"}
+    assert "label_window" in result["failures"]["broken/fold-0"]
+    assert "Failed runs" in open(os.path.join(result["directory"], "compare.md")).read()
+    assert np.isfinite(result["methods"][0]["tasks"]["next_4star"]["hit@10"]["mean"])
