@@ -42,7 +42,8 @@ class Config(RecBoleConfig):
         for file in config_file_list or []:
             if not os.path.isfile(file):
                 raise PCLError(f"config file not found: {file}")
-        super().__init__(model, dataset, config_file_list, config_dict)
+        # RecBole converts config_dict's text values in place: give it a copy, not the caller's dict
+        super().__init__(model, dataset, config_file_list, dict(config_dict) if config_dict else None)
         validate(self.final_config_dict, self.external_config_dict, self._default_types)
 
     def for_model(self, model):

@@ -84,14 +84,21 @@ def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cm
     logger = getLogger()
     jobs = [Job(f"{m.label}/fold-{f}", m.model, dataset, list(config_file_list or []), dict(config_dict or {}, **m.settings, fold=f), list(cmd_args or []))
             for f in range(base["n_folds"]) for m in methods]
-    pipelines = {job.key: job.pipeline() for job in jobs}
-    key = digest([[k, digest(p.identity.run())] for k, p in pipelines.items()])
+    pipelines, refused = {}, {}
+    for job in jobs:  # a method whose settings are refused is reported; the others still run
+        try:
+            pipelines[job.key] = job.pipeline()
+        except PCLError as e:
+            refused[job.key] = {"ok": False, "error": f"PCLError: {e}", "seconds": 0.0}
+    key = digest([[k, digest(p.identity.run())] for k, p in pipelines.items()] + sorted(refused))
     out = os.path.join(base["checkpoint_dir"], f"{name}-{dataset}-{key[:8]}")
     start = time.time()
-    outcomes = run_jobs(jobs, **runner_settings(base))
+    outcomes = dict(refused, **run_jobs([j for j in jobs if j.key in pipelines], **runner_settings(base)))
     failed = failures(outcomes)
     complete = [m for m in methods if all(outcomes[f"{m.label}/fold-{f}"]["ok"] for f in range(base["n_folds"]))]
     results = {(m.label, f): outcomes[f"{m.label}/fold-{f}"]["result"] for m in complete for f in range(base["n_folds"])}
+    if not pipelines:
+        raise PCLError(f"no compared method can run: {'; '.join(sorted(set(o['error'] for o in refused.values())))}")
     specs = next(iter(pipelines.values())).specs
     comparison = summarise(complete, base["n_folds"], specs, results) if complete else {"methods": [], "table": "", "differences": ""}
     comparison.update(dataset=dataset, folds=base["n_folds"], seconds=round(time.time() - start, 1), directory=out, failures=failed)

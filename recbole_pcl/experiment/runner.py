@@ -9,7 +9,8 @@ executes a list of them:
   one after another in this process.
 * Runs that finished before (same identity, :mod:`recbole_pcl.pipeline.identity`) are skipped
   without starting a worker; T1 pretrainings that several jobs share are done first, once each, so
-  that parallel jobs never train the same stage twice.
+  that parallel jobs never train the same stage twice, then the FWT reference runs (SASRecPerTask),
+  which other runs read, then the rest. A job whose run directory another job holds waits for it.
 * A failing job is caught and reported with its error; every other job's result is kept.
 * RecBole's ``Config`` sets ``CUDA_VISIBLE_DEVICES`` from ``gpu_id``, which would put every worker on
   the same GPU: each job's ``gpu_id`` is the device Ray assigned to its worker (:func:`device_options`).
@@ -69,8 +70,14 @@ def execute(job):
     try:
         cmd_args = [a for a in job.cmd_args if a[2:].partition("=")[0] not in DEVICE_KEYS] + device_options()
         job = Job(job.key, job.model, job.dataset, job.config_file_list, job.config_dict, cmd_args, job.pretrain_only)
+        from recbole_pcl.model.abstract_recommender import TaskRecommender
+        from recbole_pcl.utils import get_model
+
         if job.pretrain_only:
             result = job.pipeline().pretrain()
+        elif issubclass(get_model(job.model), TaskRecommender):
+            # jobs of one experiment may need each other's runs (a run's FWT reference): wait, never refuse
+            result = job.pipeline().run(wait=True)
         else:
             from recbole_pcl.quick_start import run_recbole_pcl
 
@@ -119,7 +126,11 @@ def run_jobs(jobs, runner="ray", address=None, cpus_per_run=1, gpus_per_run=0, s
     if todo:
         logger.info(f"{len(todo)} run(s) to do, {len(outcomes)} finished before")
         submit = _serial if runner == "serial" else _ray_submitter(address, cpus_per_run, gpus_per_run)
-        for phase in (_pretraining_jobs(todo), todo):
+        from recbole_pcl.pipeline.pipeline import FWT_REFERENCE
+
+        references = [j for j in todo if j.model == FWT_REFERENCE]  # other runs read them (FWT)
+        rest = [j for j in todo if j.model != FWT_REFERENCE]
+        for phase in (_pretraining_jobs(todo), references, rest):
             if phase:
                 outcomes.update(submit(phase, show_progress))
     for key, outcome in outcomes.items():

@@ -113,8 +113,10 @@ class TaskPipeline:
             loader.generator.manual_seed(seed)
 
     # ----- the run ----------------------------------------------------------------------------
-    def run(self):
-        with RunDirectory(self.run_dir, self.store, self.identity) as directory:
+    def run(self, wait=False):
+        """Run (or resume, or read the results of) this run; ``wait`` for its directory when another
+        process holds it (as a run that this one needs: its FWT reference), instead of refusing."""
+        with RunDirectory(self.run_dir, self.store, self.identity, wait=wait) as directory:
             finished = self._finished(directory)
             if finished is not None:
                 self.logger.info(set_color("Finished before", "green") + f": {self.run_dir}")
@@ -209,7 +211,7 @@ class TaskPipeline:
         from recbole_pcl.utils import get_model
 
         reference = TaskPipeline(self.config.for_model(FWT_REFERENCE), get_model(FWT_REFERENCE))
-        rows = reference.run()["stages"]
+        rows = reference.run(wait=True)["stages"]  # may be running beside this run (a comparison on Ray)
         return {r["task"]: r["test"] for r in rows[1:]}
 
 

@@ -37,8 +37,9 @@ def _missing_ancestors(path):
 
 
 class RunDirectory:
-    def __init__(self, path, store_dir, identity):
+    def __init__(self, path, store_dir, identity, wait=False):
         self.path, self.store, self.identity = os.fspath(path), os.fspath(store_dir), identity
+        self.wait = wait  # wait for a busy directory (a run another needs) instead of refusing it
         self.logger = getLogger()
         self._lock_fd, self._created = None, []
 
@@ -48,7 +49,14 @@ class RunDirectory:
         os.makedirs(self.path, exist_ok=True)
         fd = os.open(os.path.join(self.path, LOCK), os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if self.wait:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    self.logger.info(f"waiting for the run in {self.path}")
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+            else:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
             os.close(fd)
