@@ -11,26 +11,20 @@ Options: --definition=FILE (the experiment's yaml, default properties/experiment
 """
 import argparse
 import sys
-import warnings
 
 from recbole_pcl.experiment import EXPERIMENTS, run_experiment
-from recbole_pcl.utils import PCLError
+from recbole_pcl.utils.cli import exit_status
 
 
 def main(argv=None):
-    warnings.filterwarnings("ignore", module=r"recbole(\.|$)")  # see run_recbole_pcl.py
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", "-e", required=True, choices=sorted(EXPERIMENTS))
     parser.add_argument("--dataset", "-d", default="ml-100k")
     parser.add_argument("--config_files", default="", help="space-separated yaml files")
     parser.add_argument("--definition", default=None, help="the experiment's yaml (default: properties/experiment/<experiment>.yaml)")
     args, unknown = parser.parse_known_args(argv)
-    try:
-        run_experiment(args.experiment, args.dataset, args.config_files.split() or None, cmd_args=unknown, definition=args.definition)
-    except PCLError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    files = args.config_files.split() or None
+    return exit_status(lambda: run_experiment(args.experiment, args.dataset, files, cmd_args=unknown, definition=args.definition))
 
 
 if __name__ == "__main__":

@@ -5,16 +5,12 @@
 """
 import argparse
 import sys
-import warnings
 
 from recbole_pcl.quick_start import run_comparison, run_recbole_pcl
-from recbole_pcl.utils import PCLError
+from recbole_pcl.utils.cli import exit_status
 
 
 def main(argv=None):
-    # RecBole 1.2.1's own code warns about today's pandas/numpy/torch on every run; those warnings say
-    # nothing about the user's input and would bury a one-line error, so they are not shown.
-    warnings.filterwarnings("ignore", module=r"recbole(\.|$)")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "-m", default="PCL", help="recbole_pcl or RecBole model name; several, comma-separated: compare them over folds")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
@@ -22,15 +18,9 @@ def main(argv=None):
     args, unknown = parser.parse_known_args(argv)
     config_files = args.config_files.split() or None
     models = [m.strip() for m in args.model.split(",") if m.strip()]
-    try:
-        if len(models) > 1:
-            run_comparison(models, args.dataset, config_file_list=config_files, cmd_args=unknown)
-        else:
-            run_recbole_pcl(args.model, args.dataset, config_file_list=config_files, cmd_args=unknown)
-    except PCLError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    if len(models) > 1:
+        return exit_status(lambda: run_comparison(models, args.dataset, config_file_list=config_files, cmd_args=unknown))
+    return exit_status(lambda: run_recbole_pcl(args.model, args.dataset, config_file_list=config_files, cmd_args=unknown))
 
 
 if __name__ == "__main__":

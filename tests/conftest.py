@@ -1,8 +1,10 @@
+import copy
 import os
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -37,3 +39,18 @@ def _in_tmp_dir(tmp_path, monkeypatch):
 @pytest.fixture
 def tiny(tmp_path):
     return dict(TINY, checkpoint_dir=str(tmp_path / "saved"))
+
+
+ML100K_TASKS = yaml.safe_load((REPO / "properties" / "dataset" / "ml-100k.yaml").read_text())["tasks"]
+
+
+@pytest.fixture
+def task_run(tmp_path):
+    """A tiny run on the task sequence: ml-100k's 305 users with 20-40 ratings, T1 and its first three
+    downstream tasks, a one-layer 16-wide SASRec, 2 epochs per stage, serial runs."""
+    return {
+        "user_inter_num_interval": "[20,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
+        "n_layers": 1, "n_heads": 1, "context_heads": 1, "epochs": 2, "prompt_length": 3, "contextual_prompt": "random",
+        "show_progress": False, "state": "WARNING", "use_gpu": False, "checkpoint_dir": str(tmp_path / "saved"),
+        "train_batch_size": 128, "fwt_reference": False, "runner": "serial", "tasks": copy.deepcopy(ML100K_TASKS[:4]),
+    }

@@ -1,5 +1,4 @@
 """The comparison protocol: k user folds, one shared T1 pretraining, intervals, paired differences, reuse."""
-import copy
 import json
 import os
 
@@ -8,7 +7,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from conftest import REPO
+from conftest import ML100K_TASKS
 from recbole_pcl.config import Config
 from recbole_pcl.data.continual import ContinualData
 from recbole_pcl.pipeline.identity import digest
@@ -16,17 +15,12 @@ from recbole_pcl.pipeline import TaskPipeline
 from recbole_pcl.quick_start import run_comparison
 from recbole_pcl.utils import get_model
 
-TASKS = yaml.safe_load((REPO / "properties" / "dataset" / "ml-100k.yaml").read_text())["tasks"][:4]
+TASKS = ML100K_TASKS[:4]
 
 
 @pytest.fixture
-def tiny(tmp_path):
-    return {
-        "user_inter_num_interval": "[20,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
-        "n_layers": 1, "n_heads": 1, "context_heads": 1, "epochs": 1, "prompt_length": 3, "contextual_prompt": "random",
-        "show_progress": False, "state": "WARNING", "use_gpu": False, "checkpoint_dir": str(tmp_path / "saved"),
-        "train_batch_size": 128, "tasks": copy.deepcopy(TASKS), "n_folds": 3,
-    }
+def tiny(task_run):
+    return dict(task_run, epochs=1, n_folds=3, fwt_reference=True, runner="ray")
 
 
 def test_folds_test_every_labelled_user_exactly_once(tiny):

@@ -1,14 +1,13 @@
 """Bad input: one line naming the key, file, column or value, exit status 2, nothing created or trained."""
 import copy
-import os
 
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import ML100K_TASKS
 import run_recbole_pcl as cli
 
-TASKS = yaml.safe_load((REPO / "properties" / "dataset" / "ml-100k.yaml").read_text())["tasks"][:3]
+TASKS = ML100K_TASKS[:3]
 TINY = {"MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1,
         "context_heads": 1, "epochs": 1, "prompt_length": 3, "show_progress": False, "state": "WARNING",
         "use_gpu": False, "fwt_reference": False, "contextual_prompt": "none"}

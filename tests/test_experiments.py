@@ -1,26 +1,20 @@
 """Experiments: runs as Ray tasks (failures isolated, finished runs skipped), Ray Tune, RQ1-RQ4, CLI."""
-import copy
 import os
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import ML100K_TASKS, REPO
 from recbole_pcl.experiment import run_experiment
 from recbole_pcl.experiment.runner import Job, device_options, run_jobs
 
-TASKS = yaml.safe_load((REPO / "properties" / "dataset" / "ml-100k.yaml").read_text())["tasks"][:4]
+TASKS = ML100K_TASKS[:4]
 
 
 @pytest.fixture
-def tiny(tmp_path):
-    return {
-        "user_inter_num_interval": "[20,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
-        "n_layers": 1, "n_heads": 1, "context_heads": 1, "epochs": 2, "prompt_length": 3, "contextual_prompt": "random",
-        "show_progress": False, "state": "WARNING", "use_gpu": False, "checkpoint_dir": str(tmp_path / "saved"),
-        "train_batch_size": 128, "tasks": copy.deepcopy(TASKS), "n_folds": 2, "fwt_reference": False, "runner": "serial",
-    }
+def tiny(task_run):
+    return dict(task_run, n_folds=2)
 
 
 @pytest.fixture(scope="module")

@@ -1,28 +1,21 @@
 """Each baseline's defining property, on a tiny fixture (the PCL paper's Table 1 methods)."""
-import copy
 import os
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from conftest import REPO
+from conftest import ML100K_TASKS
 from recbole_pcl.quick_start import run_recbole_pcl
 from recbole_pcl.trainer.mgda import min_norm_weights, project_to_simplex
 from recbole_pcl.utils import safe_load
 
-TASKS = yaml.safe_load((REPO / "properties" / "dataset" / "ml-100k.yaml").read_text())["tasks"][:4]
+TASKS = ML100K_TASKS[:4]
 
 
 @pytest.fixture
-def tiny(tmp_path):
-    return {
-        "user_inter_num_interval": "[20,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
-        "n_layers": 1, "n_heads": 1, "epochs": 1, "show_progress": False, "state": "WARNING", "use_gpu": False,
-        "checkpoint_dir": str(tmp_path / "saved"), "train_batch_size": 128, "tasks": copy.deepcopy(TASKS),
-        "fwt_reference": False,
-    }
+def tiny(task_run):
+    return dict(task_run, epochs=1)
 
 
 def _stages(run_dir):

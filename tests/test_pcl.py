@@ -5,28 +5,22 @@ import os
 
 import pytest
 import torch
-import yaml
 
-from conftest import REPO
+from conftest import ML100K_TASKS
 from recbole.data.interaction import Interaction
 from recbole.model.sequential_recommender.sasrec import SASRec
 from recbole_pcl.config import Config
 from recbole_pcl.data.continual import ContinualData
 from recbole_pcl.quick_start import run_recbole_pcl
-from recbole_pcl.utils import PCLError, safe_load
+from recbole_pcl.utils import safe_load
 
-TASKS = yaml.safe_load((REPO / "properties" / "dataset" / "ml-100k.yaml").read_text())["tasks"][:4]
+TASKS = ML100K_TASKS[:4]
 BACKBONE = ("item_embedding.", "position_embedding.", "trm_encoder.", "LayerNorm.")
 
 
 @pytest.fixture
-def tiny_pcl(tmp_path):
-    return {
-        "user_inter_num_interval": "[20,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
-        "n_layers": 1, "n_heads": 1, "context_heads": 1, "epochs": 2, "prompt_length": 3, "show_progress": False,
-        "state": "WARNING", "use_gpu": False, "checkpoint_dir": str(tmp_path / "saved"), "fwt_reference": False,
-        "contextual_prompt": "random", "train_batch_size": 128,
-    }
+def tiny_pcl(task_run):
+    return task_run
 
 
 def _stage_files(run_dir):
@@ -234,3 +228,49 @@ def test_mlp_adapter_and_item_attribute_train_in_a_run(tiny_pcl):
     state = safe_load(os.path.join(result["run_dir"], "stage-01-next_genre.pth"))["state_dict"]
     assert state["heads.next_genre.0.weight"].shape == (d, d) and state["heads.next_genre.3.weight"].shape == (classes, d)
     assert 0 < row["accuracy"] <= 1 and row["BWT%"] == 0
+
+
+def test_device_batches_are_recboles_batches_in_the_same_order(tiny_pcl):
+    from recbole_pcl.trainer.continual_trainer import DeviceBatches
+
+    config = Config("PCL", "ml-100k", config_dict=dict(tiny_pcl, tasks=TASKS, train_batch_size=64))
+    loader = ContinualData(config).tasks[1].train
+    assert DeviceBatches.usable(loader, loader.config)
+    fast = DeviceBatches(loader, torch.device("cpu"))
+    for epoch in range(3):  # the same generator: the loader's order, epoch after epoch
+        loader.generator.manual_seed(7 + epoch)
+        theirs = [b["item_id"].clone() for b in loader]
+        loader.generator.manual_seed(7 + epoch)
+        ours = [b["item_id"] for b in fast]
+        assert len(ours) == len(theirs) == len(fast) and all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    loader.generator.manual_seed(1)
+    list(loader)  # the next epoch also starts where the loader's would
+    state = loader.generator.get_state()
+    loader.generator.manual_seed(1)
+    list(fast)
+    assert torch.equal(loader.generator.get_state(), state)
+
+
+def test_stage_training_loop_equals_recboles(tiny_pcl):
+    import copy as copy_module
+
+    from recbole.trainer import Trainer as RecBoleTrainer
+    from recbole_pcl.model.sequential_recommender.pcl import PCL
+    from recbole_pcl.trainer import ContinualTrainer
+
+    from recbole_pcl.pipeline import TaskPipeline
+
+    pipeline = TaskPipeline(Config("PCL", "ml-100k", config_dict=dict(tiny_pcl, tasks=TASKS)), PCL)
+    task = pipeline.tasks[1]
+    ours = pipeline.new_model()
+    ours.begin_task("next_4star")
+    theirs = copy_module.deepcopy(ours)
+    results = []
+    for model, trainer_class in ((ours, ContinualTrainer), (theirs, RecBoleTrainer)):
+        trainer = trainer_class(task.config, model)
+        task.train.generator.manual_seed(3)
+        torch.manual_seed(5)  # dropout
+        results.append([trainer._train_epoch(task.train, epoch) for epoch in range(2)])
+    assert results[0] == pytest.approx(results[1], rel=1e-6)
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+        assert torch.equal(a, b), name

@@ -24,8 +24,10 @@ TINY = {
     "eval_batch_size": 256, "show_progress": False, "state": "WARNING", "use_gpu": False,
     "runner": "serial", "n_folds": 2,  # Ray itself is tested in tests/test_experiments.py
 }
+TINY_ARGS = [f"--{k}={v}" for k, v in TINY.items() if k not in ("runner", "n_folds")]
 BENCHMARK_ARGS = {
-    "benchmarks/pretrain_speed.py": [f"--{k}={v}" for k, v in TINY.items() if k != "epochs"],
+    "benchmarks/speed.py": TINY_ARGS + ["--contextual_prompt=random"],
+    "benchmarks/scale_tenrec.py": ["--users=150", "--items=120", "--categories=8", "--length=15"] + TINY_ARGS,
     "benchmarks/convert_ml25m_memory.py": ["--ratings", "20000", "--users", "300", "--movies", "500", "--chunksize", "5000"],
 }
 SIZES = {"user_inter_num_interval", "MAX_ITEM_LIST_LENGTH", "hidden_size", "inner_size", "n_layers", "epochs"}

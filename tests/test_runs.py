@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO
+from conftest import ML100K_TASKS, REPO
 from recbole_pcl.config import Config
 from recbole_pcl.data.tasks import parse_tasks
 from recbole_pcl.model.sequential_recommender.pcl import PCL
@@ -21,17 +21,12 @@ from recbole_pcl.pipeline.run_directory import RunDirectory
 from recbole_pcl.quick_start import run_recbole_pcl
 from recbole_pcl.utils import PCLError, safe_load
 
-TASKS = yaml.safe_load((REPO / "properties" / "dataset" / "ml-100k.yaml").read_text())["tasks"][:4]
+TASKS = ML100K_TASKS[:4]
 
 
 @pytest.fixture
-def tiny_run(tmp_path):
-    return {
-        "user_inter_num_interval": "[20,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
-        "n_layers": 1, "n_heads": 1, "context_heads": 1, "epochs": 2, "prompt_length": 3, "show_progress": False,
-        "state": "WARNING", "use_gpu": False, "checkpoint_dir": str(tmp_path / "saved"), "fwt_reference": False,
-        "contextual_prompt": "random", "train_batch_size": 128, "tasks": copy.deepcopy(TASKS),
-    }
+def tiny_run(task_run):
+    return task_run
 
 
 def _identity(config_dict, dataset="ml-100k"):
@@ -129,7 +124,7 @@ def _mtimes(run_dir):
 
 
 def test_changed_setting_never_reuses_stale_stages(tiny_run):
-    two = dict(tiny_run, tasks=TASKS[:2], epochs=1)
+    two = dict(tiny_run, tasks=TASKS[:2], epochs=1, context_lambda=1.0)
     first = run_recbole_pcl("PCL", "ml-100k", config_dict=two)
     before = _mtimes(first["run_dir"])
     # another lambda: its own run directory; stage 0 (which lambda cannot change) is shared, not retrained

@@ -5,27 +5,21 @@ import os
 
 import pytest
 import torch
-import yaml
 
-from conftest import REPO, SHARED
+from conftest import ML100K_TASKS, REPO, SHARED
 from recbole_pcl.quick_start import load_continual_run, run_recbole_pcl
 from recbole_pcl.utils import PCLError
 
-TASKS = yaml.safe_load((REPO / "properties" / "dataset" / "ml-100k.yaml").read_text())["tasks"][:4]
+TASKS = ML100K_TASKS[:4]
 
 
 @pytest.fixture
-def tiny_run(tmp_path):
-    return {
-        "tasks": TASKS, "user_inter_num_interval": "[20,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16,
-        "inner_size": 32, "n_layers": 1, "n_heads": 1, "context_heads": 1, "epochs": 2, "prompt_length": 3,
-        "show_progress": False, "state": "WARNING", "use_gpu": False, "checkpoint_dir": str(tmp_path / "saved"),
-        "fwt_reference": False, "contextual_prompt": "none",
-    }
+def tiny_run(task_run):
+    return dict(task_run, contextual_prompt="none", train_batch_size=64)
 
 
 def test_serving_predictions_and_user_vectors(tiny_run, tmp_path):
-    result = run_recbole_pcl("PCL", "ml-100k", config_dict=tiny_run)
+    run_recbole_pcl("PCL", "ml-100k", config_dict=tiny_run)
     predictor = load_continual_run("PCL", "ml-100k", config_dict=tiny_run)
     users = predictor.data.dataset.id2token("user_id", predictor.data._users[:3])
     genre = predictor.predict("next_genre", users)
@@ -134,3 +128,13 @@ def test_movielens_builder_feeds_the_task_sequence(tmp_path):
     assert summary["next_click"]["labelled users"] == 610
     assert 0 < summary["next_5star"]["labelled users"] < summary["next_4star"]["labelled users"] <= 610
     assert data.tasks[3].num_classes == 19  # 18 MovieLens genres + IMAX
+
+
+def test_serving_in_batches_equals_serving_at_once(tiny_run):
+    run_recbole_pcl("PCL", "ml-100k", config_dict=dict(tiny_run, tasks=TASKS[:2], epochs=1))
+    predictor = load_continual_run("PCL", "ml-100k", config_dict=dict(tiny_run, tasks=TASKS[:2], epochs=1))
+    everyone = predictor.predict("next_4star", batch_size=len(predictor.users))
+    assert everyone.shape == (len(predictor.users), predictor.data.dataset.item_num)
+    assert torch.allclose(predictor.predict("next_4star", batch_size=7), everyone, atol=1e-5)
+    assert predictor.recommend("next_4star", k=5, batch_size=7) == predictor.recommend("next_4star", k=5, batch_size=10_000)
+    assert torch.allclose(predictor.user_representation(batch_size=7), predictor.user_representation(batch_size=10_000), atol=1e-6)

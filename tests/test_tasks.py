@@ -5,15 +5,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from conftest import REPO
+from conftest import ML100K_TASKS
 from recbole_pcl.config import Config
 from recbole_pcl.data.continual import ContinualData
 from recbole_pcl.data.tasks import parse_tasks
 from recbole_pcl.utils import PCLError
 
-ML100K_TASKS = yaml.safe_load((REPO / "properties" / "dataset" / "ml-100k.yaml").read_text())["tasks"]
 DESC = {"task": "t", "input": "i", "output": "o", "metric": "m"}
 
 

@@ -37,47 +37,56 @@ class ContinualPredictor:
             raise PCLError(f"unknown task '{name}' (valid: {', '.join(self.tasks)})")
         return None if self.tasks[name].index == 0 else name
 
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def _batches(self, users, batch_size):
+        """The served input (each user's latest history), ``batch_size`` users at a time."""
+        ids = self._users(users)
+        for i in range(0, len(ids), batch_size):
+            yield self.data.latest_histories(ids[i : i + batch_size]).to(self.device)
+
     @torch.no_grad()
-    def predict(self, task, users=None):
-        """Scores of ``task`` for ``users``: ``[U, n_items]`` item scores (link tasks; column = RecBole
-        item id, see :meth:`item_tokens`) or ``[U, n_classes]`` class probabilities (class tasks)."""
+    def predict(self, task, users=None, batch_size=4096):
+        """Scores of ``task`` for ``users`` (all when None): ``[U, n_items]`` item scores (link tasks;
+        column = RecBole item id, see :meth:`item_tokens`) or ``[U, n_classes]`` class probabilities."""
         name = self._task(task)
-        inter = self.data.latest_histories(self._users(users)).to(self.model.item_embedding.weight.device)
-        scores = self.model.task_logits(inter, name)
+        scores = [self.model.task_logits(inter, name) for inter in self._batches(users, batch_size)]
+        scores = torch.cat(scores)
         return scores.softmax(-1) if self.tasks[task].spec.kind == "class" else scores
 
-    def recommend(self, task, users=None, k=10):
-        """Top-``k`` item tokens of a link task per user (padding excluded)."""
-        self._task(task)
+    @torch.no_grad()
+    def recommend(self, task, users=None, k=10, batch_size=4096):
+        """Top-``k`` item tokens of a link task per user (padding excluded), ``batch_size`` users at a
+        time: the full score matrix of all users is never built."""
+        name = self._task(task)
         if self.tasks[task].spec.kind != "link":
             raise PCLError(f"task '{task}' predicts classes, not items: use predict('{task}', users) for its class probabilities")
         n_items = self.data.dataset.item_num - 1  # id 0 is padding
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_items:
             raise PCLError(f"k must be an integer from 1 to the number of items ({n_items}), got {k!r}")
-        scores = self.predict(task, users)
-        scores[:, 0] = -float("inf")
-        top = scores.topk(k, dim=1).indices.cpu().numpy()
-        return [list(self.item_tokens(row)) for row in top]
+        recommended = []
+        for inter in self._batches(users, batch_size):
+            scores = self.model.task_logits(inter, name)
+            scores[:, 0] = -float("inf")
+            recommended += [list(self.item_tokens(row)) for row in scores.topk(k, dim=1).indices.cpu().numpy()]
+        return recommended
 
     def item_tokens(self, ids):
         return self.data.dataset.id2token(self.data.dataset.iid_field, ids)
 
     @torch.no_grad()
-    def user_representation(self, users=None, task=None):
+    def user_representation(self, users=None, task=None, batch_size=4096):
         """``[U, hidden_size]`` user vectors: the backbone's output for ``task``'s prompts (None = T1)."""
         name = None if task is None else self._task(task)
-        inter = self.data.latest_histories(self._users(users)).to(self.model.item_embedding.weight.device)
-        return self.model.user_representation(inter, name)
+        return torch.cat([self.model.user_representation(inter, name) for inter in self._batches(users, batch_size)])
 
     def export_user_representations(self, path, task=None, batch_size=4096):
         """Write every user's representation to ``path`` (CSV: user_id, d0..d{h-1}); returns the path."""
-        users = self.data._users
-        vectors = torch.cat(
-            [self.user_representation(self.data.dataset.id2token(self.data.dataset.uid_field, users[i : i + batch_size]), task).cpu()
-             for i in range(0, len(users), batch_size)]
-        ).numpy()
+        vectors = self.user_representation(None, task, batch_size).cpu().numpy()
         frame = pd.DataFrame(vectors, columns=[f"d{i}" for i in range(vectors.shape[1])])
-        frame.insert(0, "user_id", self.data.dataset.id2token(self.data.dataset.uid_field, users))
+        frame.insert(0, "user_id", self.users)
         with atomic_path(path) as tmp:
             frame.to_csv(tmp, index=False)
         return path

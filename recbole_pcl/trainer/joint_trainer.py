@@ -2,10 +2,9 @@
 import numpy as np
 import torch
 from recbole.utils import set_color
-from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
-from recbole_pcl.trainer.continual_trainer import ContinualTrainer
+from recbole_pcl.trainer.continual_trainer import ContinualTrainer, batches
 from recbole_pcl.trainer.mgda import min_norm_weights
 
 
@@ -50,21 +49,22 @@ class JointTrainer(ContinualTrainer):
         self.model.train()
         self.model.start_epoch(len(train_data))
         names = [None] + [t.spec.name for t in self.tasks[1:]]
-        others = [_forever(t.train) for t in self.tasks[1:]]
-        batches = tqdm(train_data, total=len(train_data), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink")) if show_progress else train_data
-        total = 0.0
-        for t1_batch in batches:
+        t1 = batches(train_data, self.config, self.device, self.device_batches)
+        others = [_forever(batches(t.train, t.config, self.device, self.device_batches)) for t in self.tasks[1:]]
+        iterator = tqdm(t1, total=len(t1), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink")) if show_progress else t1
+        total = torch.zeros((), device=self.device)
+        for t1_batch in iterator:
             step = [t1_batch] + [next(it) for it in others]
-            losses = self.model.task_losses({n: b.to(self.device) for n, b in zip(names, step)})
+            with self.autocast():
+                losses = self.model.task_losses({n: b.to(self.device) for n, b in zip(names, step)})
             weights = self.task_weights(losses)
             loss = sum(weights[task] * value for task, value in losses.items())
-            self.optimizer.zero_grad()
-            loss.backward()
-            if self.clip_grad_norm:
-                clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
-            self.optimizer.step()
+            self.step(loss)
             self.last_weights = weights
-            total += loss.item()
+            total = total + loss.detach().float()
+        total = float(total)
+        if np.isnan(total):
+            raise ValueError("Training loss is nan")
         return total
 
     def _valid_epoch(self, valid_data, show_progress=False):

@@ -156,9 +156,10 @@ UNKNOWN_RATE = 0.05  # fraction of users whose gender / age is unknown (code 0)
 
 
 def generate_synthetic_tenrec(
-    csv_path, n_users=1000, n_items=800, n_categories=10, seed=2020, min_len=20, max_len=80
+    csv_path, n_users=1000, n_items=800, n_categories=10, seed=2020, min_len=20, max_len=80, chunk_users=2000
 ) -> Path:
-    """Write a SYNTHETIC CSV in exactly the raw Tenrec schema, deterministic for ``seed``.
+    """Write a SYNTHETIC CSV in exactly the raw Tenrec schema, deterministic for ``seed`` (and
+    ``chunk_users``).
 
     Structure a model can learn:
 
@@ -175,48 +176,33 @@ def generate_synthetic_tenrec(
     * about one click in four is preceded by an impression the user did not watch (click = 0).
 
     Users are written one after the other, each user's rows in watching order, like raw Tenrec.
-    Meant for small files: it holds a ``n_users x n_items`` affinity matrix in memory.
+    Users are generated and written ``chunk_users`` at a time, so memory stays bounded
+    (``chunk_users x n_items`` affinities) however many users there are.
     """
-    if n_categories < 1 or n_items < n_categories or n_users < 1 or not 1 <= min_len <= max_len:
-        raise ValueError("need n_users >= 1, n_items >= n_categories >= 1 and 1 <= min_len <= max_len")
+    if n_categories < 1 or n_items < n_categories or n_users < 1 or not 1 <= min_len <= max_len or chunk_users < 1:
+        raise ValueError("need n_users >= 1, n_items >= n_categories >= 1, 1 <= min_len <= max_len and chunk_users >= 1")
     rng = np.random.default_rng(seed)
     items = _synthetic_items(rng, n_items, n_categories)
-    interests, user_vec, gender, age = _synthetic_users(rng, n_users, items["centroids"])
-    affinity = user_vec @ items["vec"].T
-    affinity = (affinity - affinity.mean()) / affinity.std()  # standardised: the scales below mean something
-
-    parts = [
-        _synthetic_user_rows(rng, u, interests[u], affinity[u], items, min_len, max_len)
-        for u in range(n_users)
-    ]
-    rows = pd.concat(parts, ignore_index=True)
-    user, item, click = rows["user_id"].to_numpy(), rows["item_id"].to_numpy(), rows["click"].to_numpy()
-    aff = affinity[user, item]
-    like = (rng.random(len(rows)) < _sigmoid(2.0 * aff - LIKE_OFFSET)) & (click == 1)
-    follow = (rng.random(len(rows)) < np.where(like, 0.25, 0.01)) & (click == 1)
-    share = (rng.random(len(rows)) < np.where(like, 0.15, 0.005)) & (click == 1)
-    watching = np.where(click == 1, 1 + rng.poisson(np.exp(0.5 * aff)), 0)
-
-    table = pd.DataFrame(
-        {
-            "user_id": user,
-            "item_id": item,
-            "click": click,
-            "follow": follow.astype(int),
-            "like": like.astype(int),
-            "share": share.astype(int),
-            "video_category": items["category"][item],
-            "watching_times": watching,
-            "gender": gender[user],
-            "age": age[user],
-        }
-    )[RAW_COLUMNS]
+    # Each category leans to a couple of age groups and to one gender.
+    leans = {"age": rng.dirichlet(np.full(7, 0.1), size=n_categories), "gender": rng.beta(0.4, 0.4, size=n_categories)}
     csv_path = Path(csv_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     # Written beside and renamed, so an interrupted run never leaves a truncated file.
     partial = csv_path.with_name(f".{csv_path.name}.partial-{os.getpid()}")
+    scale = None
     try:
-        table.to_csv(partial, index=False, lineterminator="\n")
+        with open(partial, "w", encoding="utf-8", newline="") as f:
+            f.write(",".join(RAW_COLUMNS) + "\n")
+            for first in range(0, n_users, chunk_users):
+                chunk_rng = np.random.default_rng([seed, first // chunk_users])
+                users = np.arange(first, min(first + chunk_users, n_users))
+                interests, user_vec, gender, age = _synthetic_users(chunk_rng, len(users), items["centroids"], leans)
+                affinity = (user_vec @ items["vec"].T).astype(np.float32)
+                if scale is None:  # standardised by the first chunk, so the scales below mean something
+                    scale = (float(affinity.mean()), float(affinity.std()))
+                affinity = (affinity - scale[0]) / scale[1]
+                _synthetic_chunk(chunk_rng, users, interests, affinity, gender, age, items, min_len, max_len).to_csv(
+                    f, header=False, index=False, lineterminator="\n")
         os.replace(partial, csv_path)
     finally:
         partial.unlink(missing_ok=True)
@@ -224,6 +210,33 @@ def generate_synthetic_tenrec(
         "%s is SYNTHETIC Tenrec-format data (seed %d), not the real Tenrec dataset", csv_path, seed
     )
     return csv_path
+
+
+def _synthetic_chunk(rng, users, interests, affinity, gender, age, items, min_len, max_len):
+    """The rows of ``users`` (a chunk), each user's in watching order."""
+    parts = [_synthetic_user_rows(rng, u, interests[i], affinity[i], items, min_len, max_len) for i, u in enumerate(users)]
+    local = np.repeat(np.arange(len(users)), [len(p[0]) for p in parts])
+    item = np.concatenate([p[0] for p in parts])
+    click = np.concatenate([p[1] for p in parts])
+    aff = affinity[local, item]
+    like = (rng.random(len(item)) < _sigmoid(2.0 * aff - LIKE_OFFSET)) & (click == 1)
+    follow = (rng.random(len(item)) < np.where(like, 0.25, 0.01)) & (click == 1)
+    share = (rng.random(len(item)) < np.where(like, 0.15, 0.005)) & (click == 1)
+    watching = np.where(click == 1, 1 + rng.poisson(np.exp(0.5 * aff)), 0)
+    return pd.DataFrame(
+        {
+            "user_id": users[local],
+            "item_id": item,
+            "click": click,
+            "follow": follow.astype(int),
+            "like": like.astype(int),
+            "share": share.astype(int),
+            "video_category": items["category"][item],
+            "watching_times": watching,
+            "gender": gender[local],
+            "age": age[local],
+        }
+    )[RAW_COLUMNS]
 
 
 def _sigmoid(x):
@@ -242,47 +255,43 @@ def _synthetic_items(rng, n_items, n_categories):
         "category": category,
         "vec": vec,
         "popularity": popularity,
+        "cum_popularity": np.cumsum(popularity),
         "by_category": by_category,
     }
 
 
-def _synthetic_users(rng, n_users, centroids):
-    """Interests, latent vectors and demographics that depend on the interests."""
+def _synthetic_users(rng, n_users, centroids, leans):
+    """Interests, latent vectors and demographics that depend on the interests (``leans``: each
+    category's age distribution and probability of gender 2)."""
     n_categories = len(centroids)
     interests = rng.dirichlet(np.full(n_categories, 0.3), size=n_users)
     user_vec = interests @ centroids + 0.7 * rng.normal(size=(n_users, LATENT_DIM))
-    # Each category leans to a couple of age groups and to one gender; squaring sharpens the
-    # mixture so the dominant interests decide.
-    age_lean = rng.dirichlet(np.full(7, 0.3), size=n_categories)
-    age_p = (interests @ age_lean) ** 2
+    # Cubing sharpens the mixture so the dominant interests decide.
+    age_p = (interests @ leans["age"]) ** 3
     age_p /= age_p.sum(axis=1, keepdims=True)
     age = 1 + (rng.random((n_users, 1)) > np.cumsum(age_p, axis=1)).sum(axis=1)
     age = np.minimum(age, 7)
-    p_gender2 = interests @ rng.beta(0.4, 0.4, size=n_categories)
-    gender = np.where(rng.random(n_users) < p_gender2, 2, 1)
+    gender = np.where(rng.random(n_users) < interests @ leans["gender"], 2, 1)
     age[rng.random(n_users) < UNKNOWN_RATE] = 0
     gender[rng.random(n_users) < UNKNOWN_RATE] = 0
     return interests, user_vec, gender, age
 
 
 def _synthetic_user_rows(rng, user, interests, affinity, items, min_len, max_len):
-    """One user's rows in watching order: clicked videos, some preceded by an impression.
+    """One user's (items, clicks) in watching order: clicked videos, some preceded by an impression.
 
     Repeats are allowed (users rewatch), as in real logs.
     """
     length = int(rng.integers(min_len, max_len + 1))
     cum_interest = np.cumsum(interests)
-    # Category chain: stay with probability STAY_IN_CATEGORY, else redraw from the interests.
+    # Category chain: stay with probability STAY_IN_CATEGORY, else redraw from the interests; each
+    # position takes the category drawn at the latest redraw.
     redraw = rng.random(length) >= STAY_IN_CATEGORY
     fresh = np.minimum(
         np.searchsorted(cum_interest, rng.random(length) * cum_interest[-1]), len(interests) - 1
     )
-    categories = np.empty(length, dtype=np.int64)
-    current = fresh[0]
-    for t in range(length):
-        if t and redraw[t]:
-            current = fresh[t]
-        categories[t] = current
+    redraw[0] = True
+    categories = fresh[np.maximum.accumulate(np.where(redraw, np.arange(length), 0))]
     # Items within each category: probability ~ popularity * exp(affinity).
     weight = items["popularity"] * np.exp(AFFINITY_WEIGHT * affinity)
     watched = np.empty(length, dtype=np.int64)
@@ -294,12 +303,12 @@ def _synthetic_user_rows(rng, user, interests, affinity, items, min_len, max_len
         watched[at] = candidates[pick]
     # Impressions (click = 0) of popular items, slotted just before some clicks.
     impression_before = np.flatnonzero(rng.random(length) < IMPRESSION_RATE)
-    cum_pop = np.cumsum(items["popularity"])
     shown = np.minimum(
-        np.searchsorted(cum_pop, rng.random(len(impression_before)) * cum_pop[-1]), len(cum_pop) - 1
+        np.searchsorted(items["cum_popularity"], rng.random(len(impression_before)) * items["cum_popularity"][-1]),
+        len(items["cum_popularity"]) - 1,
     )
     order = np.concatenate([2 * np.arange(length) + 1, 2 * impression_before])
     item = np.concatenate([watched, shown])
     click = np.concatenate([np.ones(length, dtype=np.int64), np.zeros(len(shown), dtype=np.int64)])
     sort = np.argsort(order, kind="stable")
-    return pd.DataFrame({"user_id": user, "item_id": item[sort], "click": click[sort]})
+    return item[sort], click[sort]
