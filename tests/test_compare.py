@@ -75,6 +75,12 @@ def test_comparison_intervals_differences_and_reuse(tiny, tmp_path):
     stamps = _stage_mtimes(tiny["checkpoint_dir"])
     again = run_comparison(models, "ml-100k", config_dict=tiny)
     assert _stage_mtimes(tiny["checkpoint_dir"]) == stamps and again["methods"] == result["methods"]
+    # a comparison over some folds (one session's share) reuses those runs and says which folds it covers
+    part = run_comparison(models, "ml-100k", config_dict=dict(tiny, compare_folds=[2, 0]))
+    assert _stage_mtimes(tiny["checkpoint_dir"]) == stamps
+    pcl_part = {m["model"]: m for m in part["methods"]}["PCL"]["tasks"]["next_5star"]["hit@10"]
+    assert pcl_part["folds"] == [pcl["folds"][0], pcl["folds"][2]]
+    assert open(os.path.join(part["directory"], "compare.md")).read().startswith("ml-100k, folds 0, 2 of 3:")
 
 
 def _run_dirs(tiny, model):
@@ -97,3 +103,5 @@ def test_comparison_from_the_command_line(tiny, tmp_path, capsys):
     assert len(outs) == 1 and "SASRec" in open(os.path.join(tiny["checkpoint_dir"], outs[0], "compare.md")).read()
     assert cli.main(["--model=PCL,MTL", "--dataset=ml-100k", f"--config_files={config}", "--fold=1"]) == 2
     assert "a comparison runs every fold itself" in capsys.readouterr().err
+    assert cli.main(["--model=PCL,MTL", "--dataset=ml-100k", f"--config_files={config}", "--compare_folds=[0,2]"]) == 2
+    assert "setting 'compare_folds' must be a non-empty list of folds below 'n_folds' (2), got [0, 2]" in capsys.readouterr().err

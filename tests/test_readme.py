@@ -27,7 +27,7 @@ TINY = {
 TINY_ARGS = [f"--{k}={v}" for k, v in TINY.items() if k not in ("runner", "n_folds")]
 BENCHMARK_ARGS = {
     "benchmarks/speed.py": TINY_ARGS + ["--contextual_prompt=random"],
-    "benchmarks/scale_tenrec.py": ["--users=150", "--items=120", "--categories=8", "--length=15"] + TINY_ARGS,
+    "benchmarks/scale_tenrec.py": ["--users=150", "--items=120", "--categories=8", "--length=30"] + TINY_ARGS,
     "benchmarks/convert_ml25m_memory.py": ["--ratings", "20000", "--users", "300", "--movies", "500", "--chunksize", "5000"],
 }
 SIZES = {"user_inter_num_interval", "MAX_ITEM_LIST_LENGTH", "hidden_size", "inner_size", "n_layers", "epochs"}
@@ -49,6 +49,16 @@ def _commands(block):
 TINY_TUNE = {"model": "PCL", "space": {"prompt_length": {"choice": [2, 3]}}, "samples": 2, "grace_epochs": 1}
 
 
+def _from_repo(arg):
+    """``--key=path`` with the README's paths relative to the repository (``properties/...``,
+    ``../shared/...``) made absolute: the test runs elsewhere."""
+    key, sep, value = arg.partition("=")
+    if not sep or key not in ("--config_files", "--raw_data_path", "--definition"):
+        return arg
+    paths = [str(REPO / v) if (REPO / v).exists() else v for v in value.split()]
+    return f"{key}={' '.join(paths)}"
+
+
 def _run_cli(words, tmp_path):
     cli = run_experiment if words[1] == "run_experiment.py" else run_recbole_pcl
     args = [a for a in words[2:] if a[2:].partition("=")[0] not in SIZES]
@@ -56,6 +66,7 @@ def _run_cli(words, tmp_path):
         (tmp_path / "tiny-tune.yaml").write_text(yaml.safe_dump(TINY_TUNE))  # two trials, not the default twelve
         args.append(f"--definition={tmp_path / 'tiny-tune.yaml'}")
     given = {a[2:].partition("=")[0] for a in args if a.startswith("--")}
+    args = [_from_repo(a) for a in args]
     for option in [a for a in args if a.startswith("--config_files=")]:
         for name in option.partition("=")[2].split():  # the README's placeholders for the user's own files
             if not (tmp_path / name).exists():

@@ -102,6 +102,7 @@ RULES = {
     "cold_item_share": Rule("float", low=0, high=1, high_open=True),
     "tune_cold_items": Rule("bool"),
     "fold": Rule("int", low=0, nullable=True),
+    "compare_folds": Rule("list", nullable=True),
     "task_weighting": Rule("str", choices=("equal", "mgda")),
     "mgda_normalization": Rule("str", choices=("l2", "loss", "loss+", "none")),
     "num_experts": _positive_int(),

@@ -82,8 +82,9 @@ def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cm
     base = Config(methods[0].model, dataset, config_file_list, config_dict, cmd_args)
     init_logger(base)
     logger = getLogger()
+    folds = compared_folds(base)
     jobs = [Job(f"{m.label}/fold-{f}", m.model, dataset, list(config_file_list or []), dict(config_dict or {}, **m.settings, fold=f), list(cmd_args or []))
-            for f in range(base["n_folds"]) for m in methods]
+            for f in folds for m in methods]
     pipelines, refused = {}, {}
     for job in jobs:  # a method whose settings are refused is reported; the others still run
         try:
@@ -95,19 +96,37 @@ def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cm
     start = time.time()
     outcomes = dict(refused, **run_jobs([j for j in jobs if j.key in pipelines], **runner_settings(base)))
     failed = failures(outcomes)
-    complete = [m for m in methods if all(outcomes[f"{m.label}/fold-{f}"]["ok"] for f in range(base["n_folds"]))]
-    results = {(m.label, f): outcomes[f"{m.label}/fold-{f}"]["result"] for m in complete for f in range(base["n_folds"])}
+    complete = [m for m in methods if all(outcomes[f"{m.label}/fold-{f}"]["ok"] for f in folds)]
+    results = {(m.label, f): outcomes[f"{m.label}/fold-{f}"]["result"] for m in complete for f in folds}
     if not pipelines:
         raise PCLError(f"no compared method can run: {'; '.join(sorted(set(o['error'] for o in refused.values())))}")
     specs = next(iter(pipelines.values())).specs
-    comparison = summarise(complete, base["n_folds"], specs, results) if complete else {"methods": [], "table": "", "differences": ""}
-    comparison.update(dataset=dataset, folds=base["n_folds"], seconds=round(time.time() - start, 1), directory=out, failures=failed)
+    comparison = summarise(complete, folds, specs, results) if complete else {"methods": [], "table": "", "differences": ""}
+    comparison.update(dataset=dataset, folds=len(folds), n_folds=base["n_folds"], fold_indices=folds, seconds=round(time.time() - start, 1), directory=out, failures=failed)
     write_comparison(out, comparison, specs)
     logger.info(set_color("Comparison", "yellow") + f" ({out}):\n{comparison['table']}")
     return comparison
 
 
-def summarise(compared, n_folds, specs, results):
+def compared_folds(config):
+    """The folds a comparison runs: every fold of ``n_folds``, or the ``compare_folds`` subset (to
+    spread one comparison over machines or sessions; a later call with every fold reuses their runs)."""
+    folds = config["compare_folds"]
+    if folds is None:
+        return list(range(config["n_folds"]))
+    if not isinstance(folds, list) or not folds or any(not isinstance(f, int) or isinstance(f, bool) or not 0 <= f < config["n_folds"] for f in folds):
+        raise PCLError(f"setting 'compare_folds' must be a non-empty list of folds below 'n_folds' ({config['n_folds']}), got {folds!r}")
+    return sorted(set(folds))
+
+
+def fold_caption(comparison):
+    """'5 folds', or 'folds 0, 1 of 5' for a partial comparison."""
+    if comparison["folds"] == comparison["n_folds"]:
+        return f"{comparison['folds']} folds"
+    return f"folds {', '.join(map(str, comparison['fold_indices']))} of {comparison['n_folds']}"
+
+
+def summarise(compared, folds, specs, results):
     """Per method and task: every metric's mean and interval over folds, and the paired difference to
     the reference method (PCL)."""
     labels = [m.label for m in compared]
@@ -115,7 +134,7 @@ def summarise(compared, n_folds, specs, results):
     methods = []
     for method in compared:
         m = method.label
-        runs = [results[m, f] for f in range(n_folds)]
+        runs = [results[m, f] for f in folds]
         summary = runs[0]["summary"]
         row = {"model": method.model, "method": m, "settings": method.settings, "strategy": summary["strategy"], "B": summary["backbones_kept"],
                "F": summary["tasks_optimised_jointly"], "tasks": {}}
@@ -129,13 +148,14 @@ def summarise(compared, n_folds, specs, results):
                     continue
                 task[metric] = {"mean": interval(values)[0], "ci95": interval(values)[1], "folds": values}
                 if m != reference:
-                    base = [results[reference, f]["final"][spec.name].get(metric, results[reference, f]["tasks"][index].get(metric)) for f in range(n_folds)]
+                    base = [results[reference, f]["final"][spec.name].get(metric, results[reference, f]["tasks"][index].get(metric)) for f in folds]
                     if all(v is not None for v in base):
                         diff = interval(np.asarray(values) - np.asarray(base))
                         task[metric]["minus_reference"] = {"mean": diff[0], "ci95": diff[1]}
             row["tasks"][spec.name] = task
         methods.append(row)
-    return {"methods": methods, "reference": reference, "table": table(methods, specs), "differences": differences_table(methods, specs, reference)}
+    return {"methods": methods, "reference": reference, "table": table(methods, specs), "differences": differences_table(methods, specs, reference),
+            "transfer": transfer_table(methods, specs)}
 
 
 def _cell(stat, bold=False):
@@ -169,6 +189,17 @@ def differences_table(methods, specs, reference):
     return tabulate(rows, headers=[f"minus {reference}", *[column_name(t, k) for t, k in columns]], tablefmt="github", disable_numparse=True)
 
 
+def transfer_table(methods, specs):
+    """BWT and FWT (TERACON §5, in %) of the continual methods per downstream task, mean ± interval."""
+    rows = []
+    for m in methods:
+        cells = [_cell(m["tasks"][s.name][k]) if k in m["tasks"][s.name] else "-" for s in specs[1:] for k in ("BWT%", "FWT%")]
+        if any(c != "-" for c in cells):
+            rows.append([m["method"], *cells])
+    headers = ["method", *[f"{s.name} {k[:3]}" for s in specs[1:] for k in ("BWT%", "FWT%")]]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True) if rows else ""
+
+
 def write_comparison(out, comparison, specs):
     os.makedirs(out, exist_ok=True)
     flat = []
@@ -180,9 +211,11 @@ def write_comparison(out, comparison, specs):
                              "ci95": round(stat["ci95"], 6), "minus_reference": diff.get("mean"), "minus_reference_ci95": diff.get("ci95"),
                              "folds": " ".join(f"{v:.4f}" for v in stat["folds"])})
     write_csv(os.path.join(out, "compare.csv"), flat)
-    text = f"{comparison['dataset']}, {comparison['folds']} folds: mean ± 95 % interval over folds\n\n{comparison['table']}\n"
+    text = f"{comparison['dataset']}, {fold_caption(comparison)}: mean ± 95 % interval over folds\n\n{comparison['table']}\n"
     if comparison["differences"]:
         text += f"\nPaired difference to {comparison['reference']} (per fold), mean ± 95 % interval\n\n{comparison['differences']}\n"
+    if comparison.get("transfer"):
+        text += f"\nBackward and forward transfer (%, TERACON §5; FWT against the SASRec row)\n\n{comparison['transfer']}\n"
     if comparison["failures"]:
         text += "\nFailed runs (their methods are left out):\n\n" + "".join(f"- {k}: {e}\n" for k, e in comparison["failures"].items())
     atomic_write_text(os.path.join(out, "compare.md"), text)
@@ -210,7 +243,7 @@ def plot(path, comparison, specs):
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels([m["method"] for m in methods], rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{spec.name} ({'HR@10' if metric == 'hit@10' else 'ACC'})", fontsize=9)
-    fig.suptitle(f"{comparison['dataset']}: mean and 95 % interval over {comparison['folds']} folds (grey: joint methods)", fontsize=9)
+    fig.suptitle(f"{comparison['dataset']}: mean and 95 % interval over {fold_caption(comparison)} (grey: joint methods)", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)

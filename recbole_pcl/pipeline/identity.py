@@ -43,6 +43,7 @@ IGNORED_SETTINGS = {
     "port": "device",
     "fwt_reference": "report only: the references are identified on their own",
     "runner": "how runs are scheduled",
+    "compare_folds": "which runs a comparison schedules (each run has its own fold)",
     "ray_address": "how runs are scheduled",
     "ray_cpus_per_run": "how runs are scheduled",
     "ray_gpus_per_run": "how runs are scheduled",
