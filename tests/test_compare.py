@@ -81,6 +81,9 @@ def test_comparison_intervals_differences_and_reuse(tiny, tmp_path):
     pcl_part = {m["model"]: m for m in part["methods"]}["PCL"]["tasks"]["next_5star"]["hit@10"]
     assert pcl_part["folds"] == [pcl["folds"][0], pcl["folds"][2]]
     assert open(os.path.join(part["directory"], "compare.md")).read().startswith("ml-100k, folds 0, 2 of 3:")
+    one = run_comparison(["PCL"], "ml-100k", config_dict=dict(tiny, compare_folds=[1]))
+    row = next(line for line in one["table"].splitlines() if line.startswith("| PCL "))
+    assert "±" not in row and f"{pcl['folds'][1]:.4f}" in row  # one fold: the value, no interval
 
 
 def _run_dirs(tiny, model):

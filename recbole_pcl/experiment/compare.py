@@ -123,7 +123,7 @@ def fold_caption(comparison):
     """'5 folds', or 'folds 0, 1 of 5' for a partial comparison."""
     if comparison["folds"] == comparison["n_folds"]:
         return f"{comparison['folds']} folds"
-    return f"folds {', '.join(map(str, comparison['fold_indices']))} of {comparison['n_folds']}"
+    return f"fold{'s' if comparison['folds'] > 1 else ''} {', '.join(map(str, comparison['fold_indices']))} of {comparison['n_folds']}"
 
 
 def summarise(compared, folds, specs, results):
@@ -150,8 +150,9 @@ def summarise(compared, folds, specs, results):
                 if m != reference:
                     base = [results[reference, f]["final"][spec.name].get(metric, results[reference, f]["tasks"][index].get(metric)) for f in folds]
                     if all(v is not None for v in base):
-                        diff = interval(np.asarray(values) - np.asarray(base))
-                        task[metric]["minus_reference"] = {"mean": diff[0], "ci95": diff[1]}
+                        paired = np.asarray(values) - np.asarray(base)
+                        diff = interval(paired)
+                        task[metric]["minus_reference"] = {"mean": diff[0], "ci95": diff[1], "folds": paired.tolist()}
             row["tasks"][spec.name] = task
         methods.append(row)
     return {"methods": methods, "reference": reference, "table": table(methods, specs), "differences": differences_table(methods, specs, reference),
@@ -159,7 +160,8 @@ def summarise(compared, folds, specs, results):
 
 
 def _cell(stat, bold=False):
-    text = f"{stat['mean']:.4f} ± {stat['ci95']:.4f}"
+    # one fold has no interval: show the value alone rather than a misleading "± 0"
+    text = f"{stat['mean']:.4f} ± {stat['ci95']:.4f}" if len(stat["folds"]) > 1 else f"{stat['mean']:.4f}"
     return f"**{text}**" if bold else text
 
 
@@ -211,7 +213,8 @@ def write_comparison(out, comparison, specs):
                              "ci95": round(stat["ci95"], 6), "minus_reference": diff.get("mean"), "minus_reference_ci95": diff.get("ci95"),
                              "folds": " ".join(f"{v:.4f}" for v in stat["folds"])})
     write_csv(os.path.join(out, "compare.csv"), flat)
-    text = f"{comparison['dataset']}, {fold_caption(comparison)}: mean ± 95 % interval over folds\n\n{comparison['table']}\n"
+    stat = "mean ± 95 % interval over folds" if comparison["folds"] > 1 else "one fold, so no intervals"
+    text = f"{comparison['dataset']}, {fold_caption(comparison)}: {stat}\n\n{comparison['table']}\n"
     if comparison["differences"]:
         text += f"\nPaired difference to {comparison['reference']} (per fold), mean ± 95 % interval\n\n{comparison['differences']}\n"
     if comparison.get("transfer"):
