@@ -156,6 +156,9 @@ def validate(final, user_keys, default_types):
         raise PCLError(f"setting 'task_split' must be three positive ratios (train, valid, test), got {ratios}")
     if final.get("fold") is not None and final.get("n_folds") is not None and final["fold"] >= final["n_folds"]:
         raise PCLError(f"setting 'fold' must be below 'n_folds' ({final['n_folds']}), got {final['fold']}")
+    folds = final.get("compare_folds")
+    if folds is not None and (not folds or any(not _is_kind(f, "int") or not 0 <= f < final["n_folds"] for f in folds)):
+        raise PCLError(f"setting 'compare_folds' must be a non-empty list of folds below 'n_folds' ({final['n_folds']}), got {folds!r}")
     _divides(final, "n_heads", "hidden_size")
     if final.get("contextual_prompt") not in (None, "none"):
         _divides(final, "context_heads", "hidden_size")

@@ -111,12 +111,8 @@ def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cm
 def compared_folds(config):
     """The folds a comparison runs: every fold of ``n_folds``, or the ``compare_folds`` subset (to
     spread one comparison over machines or sessions; a later call with every fold reuses their runs)."""
-    folds = config["compare_folds"]
-    if folds is None:
-        return list(range(config["n_folds"]))
-    if not isinstance(folds, list) or not folds or any(not isinstance(f, int) or isinstance(f, bool) or not 0 <= f < config["n_folds"] for f in folds):
-        raise PCLError(f"setting 'compare_folds' must be a non-empty list of folds below 'n_folds' ({config['n_folds']}), got {folds!r}")
-    return sorted(set(folds))
+    folds = config["compare_folds"]  # checked against n_folds when the settings were loaded
+    return list(range(config["n_folds"])) if folds is None else sorted(set(folds))
 
 
 def fold_caption(comparison):
@@ -146,7 +142,8 @@ def summarise(compared, folds, specs, results):
                 values = [run["final"][spec.name].get(metric) if metric in run["final"][spec.name] else run["tasks"][index].get(metric) for run in runs]
                 if any(v is None for v in values):
                     continue
-                task[metric] = {"mean": interval(values)[0], "ci95": interval(values)[1], "folds": values}
+                mean, half = interval(values)
+                task[metric] = {"mean": mean, "ci95": half, "folds": values}
                 if m != reference:
                     base = [results[reference, f]["final"][spec.name].get(metric, results[reference, f]["tasks"][index].get(metric)) for f in folds]
                     if all(v is not None for v in base):
