@@ -68,6 +68,24 @@ def test_tune_two_trials_writes_the_best_settings(tiny, local_ray, tmp_path):
     assert config["downstream_learning_rate"] == pytest.approx(result["best"]["downstream_learning_rate"])
 
 
+def test_tune_clock_compares_trials_on_the_same_tasks_at_each_step():
+    from recbole_pcl.experiment.tune import StageClock
+
+    sent = []
+    clock = StageClock(epochs=5, emit=sent.append)
+    clock.epoch(0, 1, 0.9)  # pretraining reports nothing
+    for epoch, score in enumerate([0.2, 0.4, 0.3], start=1):  # task 1 stops early after 3 epochs
+        clock.epoch(1, epoch, score)
+    clock.epoch(2, 1, 0.1)
+    clock.finish({1: 0.4, 2: 0.3})
+    assert [r["step"] for r in sent] == [1, 2, 3, 5, 6, 11]
+    assert [r["stage"] for r in sent] == [1, 1, 1, 1, 2, 2]
+    assert sent[3]["score"] == pytest.approx(0.4)  # step 5 still means task 1 alone: its best
+    assert sent[4]["score"] == pytest.approx(0.25)  # steps 6-10: tasks 1 and 2
+    assert sent[5] == {"score": pytest.approx(0.35), "step": 11, "stage": 2, "complete": True}
+    assert not any(r["complete"] for r in sent[:-1])
+
+
 def test_rq2_runs_every_order_and_reports_the_spread(tiny):
     result = run_experiment("rq2", "ml-100k", config_dict=dict(tiny, tasks=TASKS[:3]))
     assert result["orders"] == ["23", "32"] and not result["failures"]

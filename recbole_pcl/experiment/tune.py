@@ -15,7 +15,7 @@ the choice). After every epoch of every downstream stage the trial reports ``sco
 the tasks learned so far of each task's best validation metric (NDCG@10 for link tasks, accuracy for
 class tasks), so that ASHA can stop trials that fall behind; T1 pretraining does not depend on these
 settings and is done once, before the trials. The best complete trial's settings are written as
-``best.yaml``, which ``--config_files`` accepts.
+``best.yaml``, which ``--config_files`` accepts. ASHA's clock is :class:`StageClock`.
 """
 import json
 import math
@@ -57,18 +57,43 @@ def trial(params, model, dataset, files, config_dict, cmd_args):
     from recbole_pcl.pipeline import TaskPipeline
     from recbole_pcl.utils import get_model
 
-    best = {}  # stage index -> best validation metric so far (downstream stages)
+    config = Config(model, dataset, files, dict(config_dict, **params), cmd_args)
+    clock = StageClock(config["epochs"], tune.report)
+    result = TaskPipeline(config, get_model(model), epoch_callback=clock.epoch).run()
+    metric = config["link_valid_metric"].lower()
+    clock.finish({index: s["valid"]["accuracy" if s["kind"] == "class" else metric] for index, s in enumerate(result["stages"]) if index > 0})
 
-    def report(stage, epoch, score):
+
+class StageClock:
+    """ASHA's clock for a continual run. ASHA compares trials at the same value of ``step``, so a step
+    must mean the same tasks in every trial although early stopping ends stages after different
+    numbers of epochs: downstream task k owns steps ``(k-1)*epochs + 1 .. k*epochs``, and a stage
+    that stops early reports its final score again at its last step. (Counting epochs instead would
+    compare one trial's first task with another's mean over three, and cut the trials whose stages
+    stop early.) ``score`` is the mean over the tasks learned so far of each one's best validation
+    metric."""
+
+    def __init__(self, epochs, emit):
+        self.epochs, self.emit = epochs, emit
+        self.step, self.best = 0, {}  # best: stage index -> best validation metric so far
+
+    def epoch(self, stage, epoch, score):
         if stage == 0:
             return  # pretraining, shared by every trial
-        best[stage] = max(best.get(stage, -math.inf), score)
-        tune.report({"score": sum(best.values()) / len(best), "stage": stage, "complete": False})
+        if self.best and self.step < (stage - 1) * self.epochs:
+            self._send((stage - 1) * self.epochs, stage - 1)  # the stage before stopped early: close its steps
+        self.best[stage] = max(self.best.get(stage, -math.inf), score)
+        self._send((stage - 1) * self.epochs + epoch, stage)
 
-    config = Config(model, dataset, files, dict(config_dict, **params), cmd_args)
-    result = TaskPipeline(config, get_model(model), epoch_callback=report).run()
-    scores = [s["valid"]["accuracy" if s["kind"] == "class" else config["link_valid_metric"].lower()] for s in result["stages"][1:]]
-    tune.report({"score": sum(scores) / len(scores), "stage": len(result["stages"]) - 1, "complete": True})
+    def finish(self, scores):
+        """The run's final validation metric per downstream stage (stages reused from an earlier run
+        report no epochs), one step after the last stage's."""
+        self.best.update(scores)
+        self._send(len(scores) * self.epochs + 1, len(scores), complete=True)
+
+    def _send(self, step, stage, complete=False):
+        self.step = step
+        self.emit({"score": sum(self.best.values()) / len(self.best), "step": step, "stage": stage, "complete": complete})
 
 
 def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_args=None):
@@ -90,7 +115,7 @@ def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_a
         tune.with_parameters(trial, model=model, dataset=dataset, files=exp.files, config_dict=settings, cmd_args=exp.cmd_args),
         {"cpu": runner["cpus_per_run"], "gpu": runner["gpus_per_run"]},
     )
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=10_000, grace_period=definition.get("grace_epochs", 3),
+    scheduler = ASHAScheduler(time_attr="step", max_t=10_000, grace_period=definition.get("grace_epochs", 3),
                               reduction_factor=definition.get("reduction_factor", 3))
     tuner = tune.Tuner(
         trainable, param_space=space,
@@ -102,6 +127,7 @@ def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_a
     for result in grid:
         metrics = result.metrics or {}
         trials.append({**{k: result.config.get(k) for k in space}, "score": metrics.get("score"), "epochs": metrics.get("training_iteration"),
+                       "step": metrics.get("step"),
                        "complete": bool(metrics.get("complete")), "error": str(result.error).splitlines()[0] if result.error else None})
     complete = [t for t in trials if t["complete"] and t["score"] is not None]
     if not complete:
@@ -115,7 +141,7 @@ def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_a
     write_csv(os.path.join(out, "tune.csv"), trials)
     table = tabulate(sorted(trials, key=lambda t: -(t["score"] or -1)), headers="keys", tablefmt="github")
     atomic_write_text(os.path.join(out, "tune.md"), f"Ray Tune of {model} on {dataset}: {len(trials)} trials, ASHA; best settings in best.yaml.\n\n{table}\n")
-    _plot(os.path.join(out, "tune.png"), grid, model, dataset)
+    _plot(os.path.join(out, "tune.png"), grid, model, dataset, exp.base["epochs"])
     result = {"best": best_settings, "best_score": best["score"], "trials": trials, "seconds": round(time.time() - start, 1), "directory": out}
     atomic_write_text(os.path.join(out, "tune.json"), json.dumps(result, indent=1))
     exp.logger.info(f"tune ({out}): best {best_settings}, mean validation metric {best['score']:.4f}")
@@ -133,7 +159,7 @@ def _space_key(definition):
     return hashlib.sha256(json.dumps(definition, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
-def _plot(path, grid, model, dataset):
+def _plot(path, grid, model, dataset, epochs):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,8 +171,8 @@ def _plot(path, grid, model, dataset):
     for result in grid:
         frame = result.metrics_dataframe
         if frame is not None and "score" in frame:
-            ax.plot(frame["training_iteration"], frame["score"], marker=".", alpha=0.8)
-    ax.set_xlabel("epochs (all downstream stages)")
+            ax.plot(frame["step"], frame["score"], marker=".", alpha=0.8)
+    ax.set_xlabel(f"ASHA step (task k: steps (k-1)*{epochs}+1 .. k*{epochs})")
     ax.set_ylabel("mean validation metric so far")
     ax.set_title(f"Ray Tune of {model} on {dataset} (ASHA stops trials that fall behind)", fontsize=9)
     fig.tight_layout()
