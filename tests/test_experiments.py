@@ -66,6 +66,9 @@ def test_tune_two_trials_writes_the_best_settings(tiny, local_ray, tmp_path):
     config = Config("PCL", "ml-100k", [best_file], others)  # what --config_files accepts
     assert config["prompt_length"] == result["best"]["prompt_length"]
     assert config["downstream_learning_rate"] == pytest.approx(result["best"]["downstream_learning_rate"])
+    again = run_experiment("tune", "ml-100k", config_dict=dict(tiny, tasks=TASKS[:3]), definition=str(definition))
+    sampled = lambda r: sorted((t["prompt_length"], t["downstream_learning_rate"]) for t in r["trials"])  # noqa: E731
+    assert sampled(again) == sampled(result)  # the search is seeded: a rerun tries the same settings
 
 
 def test_tune_clock_compares_trials_on_the_same_tasks_at_each_step():

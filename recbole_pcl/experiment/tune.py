@@ -99,6 +99,7 @@ class StageClock:
 def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_args=None):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
 
     exp = Experiment("tune", definition, dataset, config_file_list, config_dict, cmd_args)
     model = definition.get("model", "PCL")
@@ -119,15 +120,15 @@ def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_a
                               reduction_factor=definition.get("reduction_factor", 3))
     tuner = tune.Tuner(
         trainable, param_space=space,
-        tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=definition.get("samples", 10), scheduler=scheduler),
+        tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=definition.get("samples", 10), scheduler=scheduler,
+                                    search_alg=BasicVariantGenerator(random_state=exp.base["seed"])),  # the same trials on rerun
         run_config=tune.RunConfig(name="trials", storage_path=os.path.abspath(out), verbose=0),
     )
     grid = tuner.fit()
     trials = []
     for result in grid:
         metrics = result.metrics or {}
-        trials.append({**{k: result.config.get(k) for k in space}, "score": metrics.get("score"), "epochs": metrics.get("training_iteration"),
-                       "step": metrics.get("step"),
+        trials.append({**{k: result.config.get(k) for k in space}, "score": metrics.get("score"), "tasks": metrics.get("stage"), "step": metrics.get("step"),
                        "complete": bool(metrics.get("complete")), "error": str(result.error).splitlines()[0] if result.error else None})
     complete = [t for t in trials if t["complete"] and t["score"] is not None]
     if not complete:
@@ -139,8 +140,12 @@ def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_a
                       f"# Best of {len(trials)} trials of {model} on {dataset} (mean validation metric {best['score']:.4f}).\n"
                       + yaml.safe_dump(best_settings, sort_keys=True))
     write_csv(os.path.join(out, "tune.csv"), trials)
-    table = tabulate(sorted(trials, key=lambda t: -(t["score"] or -1)), headers="keys", tablefmt="github")
-    atomic_write_text(os.path.join(out, "tune.md"), f"Ray Tune of {model} on {dataset}: {len(trials)} trials, ASHA; best settings in best.yaml.\n\n{table}\n")
+    # Scores compare only between trials that reached the same tasks: complete trials first.
+    order = sorted(trials, key=lambda t: (not t["complete"], -(t["tasks"] or 0), -(t["score"] or -1)))
+    table = tabulate(order, headers="keys", tablefmt="github")
+    atomic_write_text(os.path.join(out, "tune.md"), f"Ray Tune of {model} on {dataset}: {len(trials)} trials, ASHA; best settings "
+                      f"in best.yaml. score: mean best validation metric over the first `tasks` downstream tasks; "
+                      f"`step`: where ASHA stopped the trial (task k owns steps (k-1)*epochs+1 .. k*epochs).\n\n{table}\n")
     _plot(os.path.join(out, "tune.png"), grid, model, dataset, exp.base["epochs"])
     result = {"best": best_settings, "best_score": best["score"], "trials": trials, "seconds": round(time.time() - start, 1), "directory": out}
     atomic_write_text(os.path.join(out, "tune.json"), json.dumps(result, indent=1))
@@ -171,7 +176,7 @@ def _plot(path, grid, model, dataset, epochs):
     for result in grid:
         frame = result.metrics_dataframe
         if frame is not None and "score" in frame:
-            ax.plot(frame["step"], frame["score"], marker=".", alpha=0.8)
+            ax.plot(frame["step"], frame["score"], marker=".", alpha=0.8, drawstyle="steps-post")
     ax.set_xlabel(f"ASHA step (task k: steps (k-1)*{epochs}+1 .. k*{epochs})")
     ax.set_ylabel("mean validation metric so far")
     ax.set_title(f"Ray Tune of {model} on {dataset} (ASHA stops trials that fall behind)", fontsize=9)
