@@ -210,8 +210,7 @@ def write_comparison(out, comparison, specs):
                              "ci95": round(stat["ci95"], 6), "minus_reference": diff.get("mean"), "minus_reference_ci95": diff.get("ci95"),
                              "folds": " ".join(f"{v:.4f}" for v in stat["folds"])})
     write_csv(os.path.join(out, "compare.csv"), flat)
-    stat = "mean ± 95 % interval over folds" if comparison["folds"] > 1 else "one fold, so no intervals"
-    text = f"{comparison['dataset']}, {fold_caption(comparison)}: {stat}\n\n{comparison['table']}\n"
+    text = f"{comparison['dataset']}, {fold_caption(comparison)}: {statistic(comparison)}\n\n{comparison['table']}\n"
     if comparison["differences"]:
         text += f"\nPaired difference to {comparison['reference']} (per fold), mean ± 95 % interval\n\n{comparison['differences']}\n"
     if comparison.get("transfer"):
@@ -221,6 +220,10 @@ def write_comparison(out, comparison, specs):
     atomic_write_text(os.path.join(out, "compare.md"), text)
     plot(os.path.join(out, "compare.png"), comparison, specs)
     atomic_write_text(os.path.join(out, "compare.json"), json.dumps(comparison, indent=1))
+
+
+def statistic(comparison):
+    return "mean ± 95 % interval over folds" if comparison["folds"] > 1 else "one fold, so no intervals"
 
 
 def plot(path, comparison, specs):
@@ -239,11 +242,11 @@ def plot(path, comparison, specs):
         means = [m["tasks"][spec.name][metric]["mean"] for m in methods]
         errors = [m["tasks"][spec.name][metric]["ci95"] for m in methods]
         colors = ["tab:red" if m["method"] == comparison["reference"] else ("tab:blue" if m["F"] == 1 else "tab:gray") for m in methods]
-        ax.bar(range(len(methods)), means, yerr=errors, color=colors, capsize=3)
+        ax.bar(range(len(methods)), means, yerr=errors if comparison["folds"] > 1 else None, color=colors, capsize=3)
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels([m["method"] for m in methods], rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{spec.name} ({'HR@10' if metric == 'hit@10' else 'ACC'})", fontsize=9)
-    fig.suptitle(f"{comparison['dataset']}: mean and 95 % interval over {fold_caption(comparison)} (grey: joint methods)", fontsize=9)
+    fig.suptitle(f"{comparison['dataset']}, {fold_caption(comparison)}: {statistic(comparison)} (grey: joint methods)", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
