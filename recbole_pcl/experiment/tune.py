@@ -150,7 +150,7 @@ def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_a
     table = tabulate(order, headers="keys", tablefmt="github")
     atomic_write_text(os.path.join(out, "tune.md"), f"Ray Tune of {model} on {dataset}: {len(trials)} trials, ASHA; best settings "
                       f"in best.yaml. score: mean best validation metric over the first `tasks` downstream tasks; "
-                      f"`step`: where ASHA stopped the trial (task k owns steps (k-1)*epochs+1 .. k*epochs).\n\n{table}\n")
+                      f"`step`: the last step the trial reported (task k owns steps (k-1)*epochs+1 .. k*epochs).\n\n{table}\n")
     _plot(os.path.join(out, "tune.png"), grid, model, dataset, exp.base["epochs"])
     result = {"best": best_settings, "best_score": best["score"], "trials": trials, "seconds": round(time.time() - start, 1), "directory": out}
     atomic_write_text(os.path.join(out, "tune.json"), json.dumps(result, indent=1))
