@@ -1,4 +1,5 @@
 """Each baseline's defining property, on a tiny fixture (the PCL paper's Table 1 methods)."""
+import copy
 import os
 
 import numpy as np
@@ -158,8 +159,8 @@ def test_joint_methods_take_every_tasks_loss_in_each_step(tiny, monkeypatch):
     steps = []
     weights = JointTrainer.task_weights
 
-    def record(self, losses):
-        steps.append((self.model.__class__.__name__, set(losses), weights(self, losses)))
+    def record(self, losses, gradients=None):
+        steps.append((self.model.__class__.__name__, set(losses), weights(self, losses, gradients)))
         return steps[-1][2]
 
     monkeypatch.setattr(JointTrainer, "task_weights", record)
@@ -176,3 +177,32 @@ def test_joint_methods_take_every_tasks_loss_in_each_step(tiny, monkeypatch):
         if model.endswith("Plus"):
             assert len({tuple(round(v, 6) for v in w.values()) for _, _, w in own}) > 1
     assert os.path.isfile(os.path.join(result["run_dir"], "stage-joint.pth"))
+
+
+def test_mgda_step_is_the_weighted_losses_step():
+    """MGDA's step reuses the per-task gradients it weighs: it must move every parameter exactly as
+    ``backward`` of the weighted loss would, and leave a parameter no loss reaches without a gradient."""
+    from recbole_pcl.trainer import JointTrainer
+
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"shared": torch.nn.Linear(4, 3), "a": torch.nn.Linear(3, 1), "b": torch.nn.Linear(3, 2),
+                                 "unused": torch.nn.Linear(1, 1)})
+    reference, initial = copy.deepcopy(model), copy.deepcopy(model)
+    x = torch.randn(5, 4)
+
+    def losses(m):
+        h = torch.tanh(m["shared"](x))
+        return {"a": m["a"](h).pow(2).mean(), "b": m["b"](h).abs().mean()}
+
+    weights = {"a": 0.3, "b": 0.7}
+    trainer = object.__new__(JointTrainer)
+    trainer.model, trainer.clip_grad_norm = model, None
+    trainer.optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    trainer.step_from(trainer.task_gradients(losses(model)), weights)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.5)
+    sum(weights[t] * loss for t, loss in losses(reference).items()).backward()
+    optimizer.step()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        assert torch.allclose(p, q, atol=1e-7), name
+    assert model["unused"].weight.grad is None
+    assert not torch.equal(model["shared"].weight, initial["shared"].weight)  # the step did move

@@ -79,6 +79,10 @@ class ContinualTrainer(Trainer):
     def step(self, loss):
         self.optimizer.zero_grad()
         loss.backward()
+        self.apply_gradients()
+
+    def apply_gradients(self):
+        """The optimiser step from the gradients set on the parameters (clipped first if asked)."""
         if self.clip_grad_norm:
             clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
         self.optimizer.step()

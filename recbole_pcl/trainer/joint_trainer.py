@@ -19,7 +19,9 @@ class JointTrainer(ContinualTrainer):
     An epoch is one pass over T1's training data; each step adds one batch of every downstream task
     (their loaders start over when they run out). The tasks' losses are summed with equal weights, or
     with MGDA's weights (``task_weighting: mgda``), computed at every step from the gradients of each
-    task's loss on the shared parameters (normalised by ``mgda_normalization``). Early stopping follows
+    task's loss on the shared parameters (normalised by ``mgda_normalization``); the step then sums
+    those same per-task gradients with the weights instead of back-propagating the weighted loss
+    again (one backward pass per task, not one more). Early stopping follows
     the mean over tasks of each task's validation metric (``evaluate_valid(task)``).
     """
 
@@ -29,14 +31,22 @@ class JointTrainer(ContinualTrainer):
         self.weighting, self.normalization = config["task_weighting"], config["mgda_normalization"]
         self.last_weights = None  # the task weights of the latest step, {task: weight}
 
-    def task_weights(self, losses):
+    def task_gradients(self, losses):
+        """``{task: gradients}``: each task's gradient on every trainable parameter (None where its loss
+        does not reach one), one backward pass per task. MGDA needs them for its weights, and their
+        weighted sum is the step's gradient, so no backward pass of the weighted loss follows."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        last = len(losses) - 1
+        return {task: torch.autograd.grad(loss, params, retain_graph=i < last, allow_unused=True)
+                for i, (task, loss) in enumerate(losses.items())}
+
+    def task_weights(self, losses, gradients=None):
         if self.weighting != "mgda":
             return {task: 1.0 for task in losses}
-        shared = [p for p in self.model.shared_parameters() if p.requires_grad]
-        flat = []
-        for loss in losses.values():
-            grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
-            flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, shared)]))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        shared = {id(p) for p in self.model.shared_parameters()}
+        flat = [torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params) if id(p) in shared])
+                for grads in gradients.values()]
         grads = torch.stack(flat).double()
         norms = grads.norm(dim=1).clamp(min=1e-12)
         values = torch.stack([loss.detach().double() for loss in losses.values()]).clamp(min=1e-12)
@@ -44,6 +54,15 @@ class JointTrainer(ContinualTrainer):
         grads = grads / scale.unsqueeze(1)
         weights = min_norm_weights((grads @ grads.T).cpu().numpy())
         return dict(zip(losses, weights.tolist()))
+
+    def step_from(self, gradients, weights):
+        """The optimiser step along ``sum_k weights[k] * gradients[k]`` (what ``backward`` of the
+        weighted loss would give)."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        for i, p in enumerate(params):
+            parts = [weights[task] * grads[i] for task, grads in gradients.items() if grads[i] is not None]
+            p.grad = torch.stack(parts).sum(0) if parts else None
+        self.apply_gradients()
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.train()
@@ -57,9 +76,14 @@ class JointTrainer(ContinualTrainer):
             step = [t1_batch] + [next(it) for it in others]
             with self.autocast():
                 losses = self.model.task_losses({n: b.to(self.device) for n, b in zip(names, step)})
-            weights = self.task_weights(losses)
-            loss = sum(weights[task] * value for task, value in losses.items())
-            self.step(loss)
+            if self.weighting == "mgda":
+                gradients = self.task_gradients(losses)
+                weights = self.task_weights(losses, gradients)
+                self.step_from(gradients, weights)
+            else:
+                weights = self.task_weights(losses)
+                self.step(sum(losses.values()))
+            loss = sum(weights[task] * value.detach() for task, value in losses.items())
             self.last_weights = weights
             total = total + loss.detach().float()
         total = float(total)
