@@ -108,3 +108,31 @@ def test_comparison_from_the_command_line(tiny, tmp_path, capsys):
     assert "a comparison runs every fold itself" in capsys.readouterr().err
     assert cli.main(["--model=PCL,MTL", "--dataset=ml-100k", f"--config_files={config}", "--compare_folds=[0,2]"]) == 2
     assert "setting 'compare_folds' must be a non-empty list of folds below 'n_folds' (2), got [0, 2]" in capsys.readouterr().err
+
+
+def test_comparisons_run_apart_merge_into_the_comparison_of_every_method(task_run, tmp_path, capsys):
+    from recbole_pcl.experiment import merge
+
+    settings = dict(task_run, epochs=1, n_folds=2)
+    first = run_comparison(["PCL", "TaskPrior"], "ml-100k", config_dict=settings)
+    second = run_comparison(["PCL", "SASRecPerTask"], "ml-100k", config_dict=settings)
+    paths = [os.path.join(c["directory"], "compare.json") for c in (first, second)]
+    assert merge.main([*paths, f"--out={tmp_path / 'merged'}"]) == 0
+    merged = json.load(open(tmp_path / "merged" / "compare.json"))
+    together = run_comparison(["PCL", "TaskPrior", "SASRecPerTask"], "ml-100k", config_dict=settings)  # every run reused
+    assert merged["methods"] == together["methods"] and merged["table"] == together["table"]
+    assert merged["differences"] == together["differences"] and merged["runs"] == together["runs"]
+    assert (tmp_path / "merged" / "compare.md").read_text().startswith("ml-100k, 2 folds:")
+    # a method in both files must agree fold by fold; the folds must be the same
+    changed = json.load(open(paths[1]))
+    changed["methods"][0]["tasks"]["next_5star"]["hit@10"]["folds"][1] += 0.01
+    (tmp_path / "changed.json").write_text(json.dumps(changed))
+    assert merge.main([paths[0], str(tmp_path / "changed.json"), f"--out={tmp_path / 'bad'}"]) == 2
+    assert f"changed.json: method 'PCL' differs from {paths[0]} in next_5star hit@10" in capsys.readouterr().err
+    changed = dict(json.load(open(paths[1])), fold_indices=[0])
+    (tmp_path / "one.json").write_text(json.dumps(changed))
+    assert merge.main([paths[0], str(tmp_path / "one.json"), f"--out={tmp_path / 'bad'}"]) == 2
+    assert "one.json has fold_indices [0] but" in capsys.readouterr().err
+    assert merge.main([paths[0], str(tmp_path / "changed.json.missing"), f"--out={tmp_path / 'bad'}"]) == 2
+    assert "changed.json.missing cannot be read" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # a refused merge writes nothing

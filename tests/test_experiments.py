@@ -40,6 +40,19 @@ def test_ray_grid_keeps_results_reports_failures_and_skips_finished(tiny, local_
     assert again["fold-0"]["result"]["final"] == outcomes["fold-0"]["result"]["final"]
 
 
+def test_joint_methods_start_with_the_shared_pretraining(tiny, monkeypatch):
+    from recbole_pcl.experiment import runner
+
+    phases = []
+    monkeypatch.setattr(runner, "_serial", lambda jobs, show: phases.append([j.key for j in jobs]) or {j.key: {"ok": True} for j in jobs})
+    jobs = [Job(f"{m}/fold-{f}", m, "ml-100k", config_dict=dict(tiny, fold=f)) for f in (0, 1) for m in ("PCL", "MTL", "SASRecPerTask")]
+    run_jobs(jobs, runner="serial", show_progress=False)
+    # nothing waits on the joint MTL, which reads no other run; PCL reads the SASRecPerTask runs (FWT)
+    assert [sorted(p) for p in phases] == [sorted([phases[0][0], "MTL/fold-0", "MTL/fold-1"]), ["SASRecPerTask/fold-0", "SASRecPerTask/fold-1"],
+                                           ["PCL/fold-0", "PCL/fold-1"]]
+    assert phases[0][0].startswith("pretrain/")  # the one T1 pretraining PCL and SASRecPerTask share
+
+
 def test_each_run_keeps_the_gpu_ray_assigned_it():
     assert device_options({"CUDA_VISIBLE_DEVICES": "3"}) == ["--gpu_id=3", "--use_gpu=True"]  # RecBole re-sets the same GPU
     assert device_options({"CUDA_VISIBLE_DEVICES": ""}) == ["--gpu_id=", "--use_gpu=False"]  # a CPU task

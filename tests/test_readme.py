@@ -17,6 +17,7 @@ from conftest import REPO
 import recbole_pcl.quick_start as quick_start
 import run_experiment
 import run_recbole_pcl
+from recbole_pcl.experiment import merge
 
 TINY = {
     "user_inter_num_interval": "[20,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
@@ -90,6 +91,9 @@ def test_every_readme_command_runs(tmp_path, monkeypatch):
                 continue
             if words[:2] in (["python", "run_recbole_pcl.py"], ["python", "run_experiment.py"]):
                 assert _run_cli(words, tmp_path) == 0, line
+            elif words[:3] == ["python", "-m", "recbole_pcl.experiment.merge"]:  # the README's own result files
+                args = [str(REPO / a) if (REPO / a).is_file() else a for a in words[3:] if not a.startswith("--out=")]
+                assert merge.main([*args, f"--out={tmp_path / 'merged'}"]) == 0, line
             elif words[0] == "python" and words[1] in BENCHMARK_ARGS:
                 result = subprocess.run([sys.executable, str(REPO / words[1]), *words[2:], *BENCHMARK_ARGS[words[1]]],
                                         capture_output=True, text=True, timeout=600)

@@ -91,7 +91,8 @@ def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cm
             pipelines[job.key] = job.pipeline()
         except PCLError as e:
             refused[job.key] = {"ok": False, "error": f"PCLError: {e}", "seconds": 0.0}
-    key = digest([[k, digest(p.identity.run())] for k, p in pipelines.items()] + sorted(refused))
+    runs = {k: digest(p.identity.run()) for k, p in pipelines.items()}  # each (method, fold) run's identity
+    key = digest([[k, d] for k, d in runs.items()] + sorted(refused))
     out = os.path.join(base["checkpoint_dir"], f"{name}-{dataset}-{key[:8]}")
     start = time.time()
     outcomes = dict(refused, **run_jobs([j for j in jobs if j.key in pipelines], **runner_settings(base)))
@@ -102,7 +103,8 @@ def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cm
         raise PCLError(f"no compared method can run: {'; '.join(sorted(set(o['error'] for o in refused.values())))}")
     specs = next(iter(pipelines.values())).specs
     comparison = summarise(complete, folds, specs, results) if complete else {"methods": [], "table": "", "differences": ""}
-    comparison.update(dataset=dataset, folds=len(folds), n_folds=base["n_folds"], fold_indices=folds, seconds=round(time.time() - start, 1), directory=out, failures=failed)
+    comparison.update(dataset=dataset, folds=len(folds), n_folds=base["n_folds"], fold_indices=folds, seconds=round(time.time() - start, 1), directory=out,
+                      failures=failed, runs=runs)
     write_comparison(out, comparison, specs)
     logger.info(set_color("Comparison", "yellow") + f" ({out}):\n{comparison['table']}")
     return comparison
@@ -135,7 +137,7 @@ def summarise(compared, folds, specs, results):
         row = {"model": method.model, "method": m, "settings": method.settings, "strategy": summary["strategy"], "B": summary["backbones_kept"],
                "F": summary["tasks_optimised_jointly"], "tasks": {}}
         row["trainable_params"] = [r["trainable_params"] for r in runs[0]["stages"]]
-        row["seconds"] = interval([sum(r["seconds"] for r in run["stages"]) / (1 if summary["strategy"] == "sequential" else len(run["stages"])) for run in runs])
+        row["seconds"] = list(interval([sum(r["seconds"] for r in run["stages"]) / (1 if summary["strategy"] == "sequential" else len(run["stages"])) for run in runs]))
         for index, spec in enumerate(specs):
             task = {}
             for metric in list(runs[0]["final"][spec.name]) + ["BWT%", "FWT%"]:
@@ -144,14 +146,23 @@ def summarise(compared, folds, specs, results):
                     continue
                 mean, half = interval(values)
                 task[metric] = {"mean": mean, "ci95": half, "folds": values}
-                if m != reference:
-                    base = [results[reference, f]["final"][spec.name].get(metric, results[reference, f]["tasks"][index].get(metric)) for f in folds]
-                    if all(v is not None for v in base):
-                        paired = np.asarray(values) - np.asarray(base)
-                        diff = interval(paired)
-                        task[metric]["minus_reference"] = {"mean": diff[0], "ci95": diff[1], "folds": paired.tolist()}
             row["tasks"][spec.name] = task
         methods.append(row)
+    return comparison_of(methods, specs, reference)
+
+
+def comparison_of(methods, specs, reference):
+    """The paired differences of every method to ``reference`` (fold by fold), and the tables."""
+    ref = next(m for m in methods if m["method"] == reference)
+    for m in methods:
+        for name, task in m["tasks"].items():
+            for metric, stat in task.items():
+                stat.pop("minus_reference", None)
+                base = ref["tasks"][name].get(metric)
+                if m is not ref and base is not None:
+                    paired = np.asarray(stat["folds"]) - np.asarray(base["folds"])
+                    diff = interval(paired)
+                    stat["minus_reference"] = {"mean": diff[0], "ci95": diff[1], "folds": paired.tolist()}
     return {"methods": methods, "reference": reference, "table": table(methods, specs), "differences": differences_table(methods, specs, reference),
             "transfer": transfer_table(methods, specs)}
 
@@ -197,6 +208,82 @@ def transfer_table(methods, specs):
             rows.append([m["method"], *cells])
     headers = ["method", *[f"{s.name} {k[:3]}" for s in specs[1:] for k in ("BWT%", "FWT%")]]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True) if rows else ""
+
+
+@dataclass(frozen=True)
+class Column:
+    """A task as the tables need it (a comparison file keeps its metrics, not its spec)."""
+
+    name: str
+    kind: str
+
+
+def merge_comparisons(paths, out):
+    """One comparison from ``compare.json`` files of comparisons run apart (on other machines, or in
+    sessions that did not share their runs), written to ``out`` like any comparison.
+
+    They must cover the same dataset, folds and tasks. A method found in several files must agree in
+    every value of every fold (and in its runs' identities, where the files record them): the method
+    shared by both, usually PCL, checks that the two comparisons were made on the same data and
+    settings. Paired differences are recomputed against the reference method (PCL)."""
+    first, methods, runs, failed, seconds, source = None, {}, {}, {}, 0.0, {}
+    for path in paths:
+        comparison = _read_comparison(path)
+        first = first or (path, comparison)
+        for key in ("dataset", "n_folds", "fold_indices"):
+            if comparison[key] != first[1][key]:
+                raise PCLError(f"{path} has {key} {comparison[key]!r} but {first[0]} has {first[1][key]!r}: only comparisons of the same folds merge")
+        for key, identity in comparison.get("runs", {}).items():
+            if runs.setdefault(key, identity) != identity:
+                raise PCLError(f"{path}: run {key} has another identity than in {source[key]} (other settings or data)")
+            source.setdefault(key, path)
+        for row in comparison["methods"]:
+            label = row["method"]
+            if label in methods:
+                _same_method(row, methods[label], f"{path}: method '{label}' differs from {source[label]}")
+            else:
+                methods[label], source[label] = row, path
+        failed.update(comparison.get("failures", {}))
+        seconds += comparison.get("seconds", 0.0)
+    rows = list(methods.values())
+    if not rows:
+        raise PCLError(f"no method in {', '.join(paths)}")
+    columns = [t for t in rows[0]["tasks"]]
+    for row in rows:
+        if list(row["tasks"]) != columns:
+            raise PCLError(f"method '{row['method']}' of {source[row['method']]} has tasks {list(row['tasks'])}, not {columns}")
+    specs = [Column(t, "class" if "accuracy" in rows[0]["tasks"][t] else "link") for t in columns]
+    labels = [r["method"] for r in rows]
+    merged = comparison_of(rows, specs, REFERENCE if REFERENCE in labels else labels[0])
+    data = first[1]
+    merged.update(dataset=data["dataset"], folds=len(data["fold_indices"]), n_folds=data["n_folds"], fold_indices=data["fold_indices"],
+                  seconds=round(seconds, 1), directory=out, failures=failed, runs=runs, merged_from=list(paths))
+    write_comparison(out, merged, specs)
+    return merged
+
+
+def _read_comparison(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            comparison = json.load(f)
+    except OSError as e:
+        raise PCLError(f"comparison {path} cannot be read: {e.strerror}") from None
+    except ValueError:
+        comparison = None
+    if not isinstance(comparison, dict) or not {"methods", "dataset", "n_folds", "fold_indices"} <= set(comparison):
+        raise PCLError(f"{path} is not a compare.json written by a comparison")
+    return comparison
+
+
+def _same_method(row, seen, where):
+    for key in ("settings", "B", "F", "trainable_params"):
+        if row[key] != seen[key]:
+            raise PCLError(f"{where} in {key}: {row[key]} vs {seen[key]}")
+    for task, metrics in seen["tasks"].items():
+        for metric, stat in metrics.items():
+            other = row["tasks"].get(task, {}).get(metric, {}).get("folds")
+            if other != stat["folds"]:
+                raise PCLError(f"{where} in {task} {metric}: folds {other} vs {stat['folds']}")
 
 
 def write_comparison(out, comparison, specs):

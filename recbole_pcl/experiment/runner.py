@@ -10,7 +10,9 @@ executes a list of them:
 * Runs that finished before (same identity, :mod:`recbole_pcl.pipeline.identity`) are skipped
   without starting a worker; T1 pretrainings that several jobs share are done first, once each, so
   that parallel jobs never train the same stage twice, then the FWT reference runs (SASRecPerTask),
-  which other runs read, then the rest. A job whose run directory another job holds waits for it.
+  which other runs read, then the rest. Jobs that need neither (joint methods: MTL, MMoE...) start
+  with the pretrainings, so no worker idles while a pretraining runs. A job whose run directory
+  another job holds waits for it.
 * A failing job is caught and reported with its error; every other job's result is kept.
 * RecBole's ``Config`` sets ``CUDA_VISIBLE_DEVICES`` from ``gpu_id``, which would put every worker on
   the same GPU: each job's ``gpu_id`` is the device Ray assigned to its worker (:func:`device_options`).
@@ -88,24 +90,19 @@ def execute(job):
         return {"ok": False, "error": f"{type(e).__name__}: {message}", "traceback": traceback.format_exc(), "seconds": round(time.time() - start, 1)}
 
 
-def _finished(job):
-    """The results of ``job``'s run if it finished before (checked without loading any data)."""
+def _pipeline(job):
     try:
-        pipeline = job.pipeline()
+        return job.pipeline()
     except PCLError:
         return None  # the job itself will report the problem
-    return pipeline.finished_results()
 
 
-def _pretraining_jobs(jobs):
+def _pretraining_jobs(jobs, pipelines):
     """One pretraining job per distinct stage-0 identity that several jobs share and that is not done."""
     groups = {}
     for job in jobs:
-        try:
-            pipeline = job.pipeline()
-        except PCLError:
-            continue
-        if pipeline.strategy.name == "sequential" and not pipeline.pretrained():
+        pipeline = pipelines[job.key]
+        if pipeline is not None and pipeline.strategy.name == "sequential" and not pipeline.pretrained():
             groups.setdefault(pipeline.stage0_digest(), []).append(job)
     return [Job(f"pretrain/{k[:8]}", g[0].model, g[0].dataset, g[0].config_file_list, g[0].config_dict, g[0].cmd_args, True)
             for k, g in groups.items() if len(g) > 1]
@@ -117,8 +114,9 @@ def run_jobs(jobs, runner="ray", address=None, cpus_per_run=1, gpus_per_run=0, s
     logger = getLogger()
     outcomes = {}
     todo = []
+    pipelines = {job.key: _pipeline(job) for job in jobs}  # identities only: no data is loaded
     for job in jobs:
-        finished = _finished(job)
+        finished = None if pipelines[job.key] is None else pipelines[job.key].finished_results()
         if finished is not None:
             outcomes[job.key] = {"ok": True, "result": finished, "skipped": True, "seconds": 0.0}
         else:
@@ -128,9 +126,11 @@ def run_jobs(jobs, runner="ray", address=None, cpus_per_run=1, gpus_per_run=0, s
         submit = _serial if runner == "serial" else _ray_submitter(address, cpus_per_run, gpus_per_run)
         from recbole_pcl.pipeline.pipeline import FWT_REFERENCE
 
-        references = [j for j in todo if j.model == FWT_REFERENCE]  # other runs read them (FWT)
-        rest = [j for j in todo if j.model != FWT_REFERENCE]
-        for phase in (_pretraining_jobs(todo), references, rest):
+        # a joint method reads no other job's stage or run: it starts with the pretrainings
+        joint = {j.key for j in todo if pipelines[j.key] is not None and pipelines[j.key].strategy.name == "joint"}
+        references = [j for j in todo if j.model == FWT_REFERENCE and j.key not in joint]  # other runs read them (FWT)
+        rest = [j for j in todo if j.model != FWT_REFERENCE and j.key not in joint]
+        for phase in (_pretraining_jobs(todo, pipelines) + [j for j in todo if j.key in joint], references, rest):
             if phase:
                 outcomes.update(submit(phase, show_progress))
     for key, outcome in outcomes.items():
