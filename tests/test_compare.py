@@ -123,6 +123,15 @@ def test_comparisons_run_apart_merge_into_the_comparison_of_every_method(task_ru
     assert merged["methods"] == together["methods"] and merged["table"] == together["table"]
     assert merged["differences"] == together["differences"] and merged["runs"] == together["runs"]
     assert (tmp_path / "merged" / "compare.md").read_text().startswith("ml-100k, 2 folds:")
+    # FWT is reported only where a run was asked for it (not part of its identity): the merge keeps it
+    pcl = next(m for m in merged["methods"] if m["method"] == "PCL")
+    fwt = {"mean": 10.0, "ci95": 1.0, "folds": [9.5, 10.5]}
+    with_fwt = json.load(open(paths[0]))
+    with_fwt["methods"][0]["tasks"]["next_4star"]["FWT%"] = fwt
+    (tmp_path / "fwt.json").write_text(json.dumps(with_fwt))
+    assert merge.main([paths[1], str(tmp_path / "fwt.json"), f"--out={tmp_path / 'fwt'}"]) == 0
+    kept = next(m for m in json.load(open(tmp_path / "fwt" / "compare.json"))["methods"] if m["method"] == "PCL")
+    assert kept["tasks"]["next_4star"]["FWT%"] == fwt and kept["tasks"]["next_4star"]["hit@10"] == pcl["tasks"]["next_4star"]["hit@10"]
     # a method in both files must agree fold by fold; the folds must be the same
     changed = json.load(open(paths[1]))
     changed["methods"][0]["tasks"]["next_5star"]["hit@10"]["folds"][1] += 0.01

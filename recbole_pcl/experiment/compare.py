@@ -226,7 +226,8 @@ def merge_comparisons(paths, out):
     every value of every fold (and in its runs' identities, where the files record them): the method
     shared by both, usually PCL, checks that the two comparisons were made on the same data and
     settings. Paired differences are recomputed against the reference method (PCL)."""
-    first, methods, runs, failed, seconds, source = None, {}, {}, {}, 0.0, {}
+    first, columns, methods, runs, failed, seconds = None, None, {}, {}, {}, 0.0
+    source = {}  # where each method and each run was first found
     for path in paths:
         comparison = _read_comparison(path)
         first = first or (path, comparison)
@@ -239,19 +240,19 @@ def merge_comparisons(paths, out):
             source.setdefault(key, path)
         for row in comparison["methods"]:
             label = row["method"]
+            columns = columns or list(row["tasks"])
+            if list(row["tasks"]) != columns:
+                raise PCLError(f"{path}: method '{label}' has tasks {list(row['tasks'])}, not {columns} as the first method")
             if label in methods:
-                _same_method(row, methods[label], f"{path}: method '{label}' differs from {source[label]}")
+                _merge_method(row, methods[label], f"{path}: method '{label}' differs from {source[label]}")
             else:
                 methods[label], source[label] = row, path
         failed.update(comparison.get("failures", {}))
         seconds += comparison.get("seconds", 0.0)
+    failed = {k: e for k, e in failed.items() if k.rsplit("/", 1)[0] not in methods}  # a run failed in one, done in another
     rows = list(methods.values())
     if not rows:
         raise PCLError(f"no method in {', '.join(paths)}")
-    columns = [t for t in rows[0]["tasks"]]
-    for row in rows:
-        if list(row["tasks"]) != columns:
-            raise PCLError(f"method '{row['method']}' of {source[row['method']]} has tasks {list(row['tasks'])}, not {columns}")
     specs = [Column(t, "class" if "accuracy" in rows[0]["tasks"][t] else "link") for t in columns]
     labels = [r["method"] for r in rows]
     merged = comparison_of(rows, specs, REFERENCE if REFERENCE in labels else labels[0])
@@ -275,15 +276,17 @@ def _read_comparison(path):
     return comparison
 
 
-def _same_method(row, seen, where):
+def _merge_method(row, seen, where):
+    """Check that ``row`` is the method ``seen`` again, and add the metrics only ``row`` has (FWT is
+    reported only where the run was asked for it, which does not change its identity)."""
     for key in ("settings", "B", "F", "trainable_params"):
         if row[key] != seen[key]:
             raise PCLError(f"{where} in {key}: {row[key]} vs {seen[key]}")
-    for task, metrics in seen["tasks"].items():
+    for task, metrics in row["tasks"].items():
         for metric, stat in metrics.items():
-            other = row["tasks"].get(task, {}).get(metric, {}).get("folds")
-            if other != stat["folds"]:
-                raise PCLError(f"{where} in {task} {metric}: folds {other} vs {stat['folds']}")
+            known = seen["tasks"][task].setdefault(metric, stat)
+            if known["folds"] != stat["folds"]:
+                raise PCLError(f"{where} in {task} {metric}: folds {stat['folds']} vs {known['folds']}")
 
 
 def write_comparison(out, comparison, specs):
