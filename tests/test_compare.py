@@ -138,6 +138,15 @@ def test_comparisons_run_apart_merge_into_the_comparison_of_every_method(task_ru
     (tmp_path / "changed.json").write_text(json.dumps(changed))
     assert merge.main([paths[0], str(tmp_path / "changed.json"), f"--out={tmp_path / 'bad'}"]) == 2
     assert f"changed.json: method 'PCL' differs from {paths[0]} in next_5star hit@10" in capsys.readouterr().err
+    # every row says where its numbers were computed; a difference names both places
+    import torch
+
+    here = merged["methods"][0]["environments"]
+    assert len(here) == 1 and here[0]["threads"] == torch.get_num_threads() and here[0]["device"] == "cpu" and here[0]["processor"]
+    changed["methods"][0]["environments"] = [dict(here[0], threads=here[0]["threads"] + 1)]
+    (tmp_path / "changed.json").write_text(json.dumps(changed))
+    assert merge.main([paths[0], str(tmp_path / "changed.json"), f"--out={tmp_path / 'bad'}"]) == 2
+    assert f"'threads': {here[0]['threads'] + 1}" in capsys.readouterr().err
     changed = dict(json.load(open(paths[1])), fold_indices=[0])
     (tmp_path / "one.json").write_text(json.dumps(changed))
     assert merge.main([paths[0], str(tmp_path / "one.json"), f"--out={tmp_path / 'bad'}"]) == 2

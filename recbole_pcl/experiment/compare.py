@@ -137,6 +137,8 @@ def summarise(compared, folds, specs, results):
         row = {"model": method.model, "method": m, "settings": method.settings, "strategy": summary["strategy"], "B": summary["backbones_kept"],
                "F": summary["tasks_optimised_jointly"], "tasks": {}}
         row["trainable_params"] = [r["trainable_params"] for r in runs[0]["stages"]]
+        # where the numbers were computed (float rounding depends on it; see numeric_environment)
+        row["environments"] = [json.loads(e) for e in sorted({json.dumps(r["environment"], sort_keys=True) for run in runs for r in run["stages"] if "environment" in r})]
         row["seconds"] = list(interval([sum(r["seconds"] for r in run["stages"]) / (1 if summary["strategy"] == "sequential" else len(run["stages"])) for run in runs]))
         for index, spec in enumerate(specs):
             task = {}
@@ -286,7 +288,10 @@ def _merge_method(row, seen, where):
         for metric, stat in metrics.items():
             known = seen["tasks"][task].setdefault(metric, stat)
             if known["folds"] != stat["folds"]:
-                raise PCLError(f"{where} in {task} {metric}: folds {stat['folds']} vs {known['folds']}")
+                where = f"{where} in {task} {metric}: folds {stat['folds']} vs {known['folds']}"
+                if row.get("environments") != seen.get("environments"):  # float rounding differs between them
+                    where += f" (computed on {row.get('environments') or 'unrecorded'} vs {seen.get('environments') or 'unrecorded'})"
+                raise PCLError(where)
 
 
 def write_comparison(out, comparison, specs):

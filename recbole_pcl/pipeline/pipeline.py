@@ -24,7 +24,7 @@ from recbole.utils import init_seed, set_color
 
 from recbole_pcl.data.continual import ContinualData, task_sequence
 from recbole_pcl.model.abstract_recommender import ContinualRecommender, JointRecommender
-from recbole_pcl.pipeline.identity import RunIdentity, digest, fingerprint_files, first_difference, stage_seed
+from recbole_pcl.pipeline.identity import RunIdentity, digest, fingerprint_files, first_difference, numeric_environment, stage_seed
 from recbole_pcl.pipeline.report import write_report
 from recbole_pcl.pipeline.run_directory import STORE, RunDirectory
 from recbole_pcl.trainer import ContinualTrainer, JointTrainer
@@ -292,7 +292,7 @@ class SequentialStrategy:
         valid, test, history = p.fit_and_test(model, task, learning_rate)
         model.end_task(name)
         return {"task": task.spec.name, "kind": task.spec.kind, "test": test, "valid": valid, "valid_history": history,
-                "trainable_params": trainable, "seconds": round(time.time() - start, 2)}
+                "trainable_params": trainable, "seconds": round(time.time() - start, 2), "environment": numeric_environment(p.config["device"])}
 
 
 class JointStrategy:
@@ -321,8 +321,9 @@ class JointStrategy:
         trainer.fit(p.tasks[0].train, p.tasks[0].valid, saved=True, show_progress=p.config["show_progress"])
         trainer.restore_best()
         seconds = round(time.time() - start, 2)
+        environment = numeric_environment(p.config["device"])
         records = [{"task": t.spec.name, "kind": t.spec.kind, "test": p.evaluate(model, t), "valid": p.evaluate(model, t, "valid"),
-                    "valid_history": trainer.history, "trainable_params": trainable, "seconds": seconds} for t in p.tasks]
+                    "valid_history": trainer.history, "trainable_params": trainable, "seconds": seconds, "environment": environment} for t in p.tasks]
         directory.save(self.FILE, p.identity.joint(), model.state_dict(), records)
         return records
 
