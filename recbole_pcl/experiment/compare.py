@@ -288,10 +288,10 @@ def _merge_method(row, seen, where):
         for metric, stat in metrics.items():
             known = seen["tasks"][task].setdefault(metric, stat)
             if known["folds"] != stat["folds"]:
-                where = f"{where} in {task} {metric}: folds {stat['folds']} vs {known['folds']}"
+                message = f"{where} in {task} {metric}: folds {stat['folds']} vs {known['folds']}"
                 if row.get("environments") != seen.get("environments"):  # float rounding differs between them
-                    where += f" (computed on {row.get('environments') or 'unrecorded'} vs {seen.get('environments') or 'unrecorded'})"
-                raise PCLError(where)
+                    message += f" (computed on {row.get('environments') or 'unrecorded'} vs {seen.get('environments') or 'unrecorded'})"
+                raise PCLError(message)
 
 
 def write_comparison(out, comparison, specs):
