@@ -10,5 +10,8 @@ env:
 run: env
 	$(PY) run_recbole_pcl.py --model=PCL --dataset=ml-100k
 
+# Tests, after the linter and the formatter check (ruff.toml).
 test: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q tests

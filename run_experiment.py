@@ -9,6 +9,7 @@
 Options: --definition=FILE (the experiment's yaml, default properties/experiment/<experiment>.yaml),
 --config_files="a.yaml b.yaml", --ray_address=... and any --key=value setting.
 """
+
 import argparse
 import sys
 
@@ -21,10 +22,14 @@ def main(argv=None):
     parser.add_argument("--experiment", "-e", required=True, choices=sorted(EXPERIMENTS))
     parser.add_argument("--dataset", "-d", default="ml-100k")
     parser.add_argument("--config_files", default="", help="space-separated yaml files")
-    parser.add_argument("--definition", default=None, help="the experiment's yaml (default: properties/experiment/<experiment>.yaml)")
+    parser.add_argument(
+        "--definition", default=None, help="the experiment's yaml (default: properties/experiment/<experiment>.yaml)"
+    )
     args, unknown = parser.parse_known_args(argv)
     files = args.config_files.split() or None
-    return exit_status(lambda: run_experiment(args.experiment, args.dataset, files, cmd_args=unknown, definition=args.definition))
+    return exit_status(
+        lambda: run_experiment(args.experiment, args.dataset, files, cmd_args=unknown, definition=args.definition)
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 RecBole itself is installed by scripts/setup_env.sh with --no-deps: recbole 1.2.1's metadata pins
 ray<=2.6.3 (no Python 3.12 wheel, broken under numpy 2). requirements.txt lists what it needs.
 """
+
 from pathlib import Path
 
 from setuptools import find_packages, setup

@@ -52,8 +52,7 @@ def write_movies(path, rng, movie_ids):
     n = len(movie_ids)
     n_genres = rng.integers(0, 5, size=n)
     genres = [
-        "|".join(sorted(rng.choice(GENRES, size=k, replace=False))) if k else "(no genres listed)"
-        for k in n_genres
+        "|".join(sorted(rng.choice(GENRES, size=k, replace=False))) if k else "(no genres listed)" for k in n_genres
     ]
     titles = [f"Synthetic Movie {m}, The ({y})" for m, y in zip(movie_ids, rng.integers(1900, 2020, size=n))]
     pd.DataFrame({"movieId": movie_ids, "title": titles, "genres": genres}).to_csv(path, index=False)
@@ -109,9 +108,7 @@ print(json.dumps({"seconds": seconds, "maxrss_kib": resource.getrusage(resource.
 
 def convert_in_child(src, out, chunksize):
     """Run the conversion in a fresh interpreter; returns its own timing and peak RSS."""
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(src), str(out), str(chunksize)],
         env=env, check=True, capture_output=True, text=True,
@@ -151,9 +148,7 @@ def main(argv=None):
     peak = max(child["maxrss_kib"], children_kib) * 1024  # Linux reports KiB
     print(f"rows converted:           {rows:,}")
     print(f"conversion wall time:     {child['seconds']:.1f} s  (chunksize {args.chunksize:,})")
-    print(
-        f"conversion peak RSS:      {peak / GIB:.2f} GiB  = {peak / BUDGET:.1%} of 24 GiB  (child ru_maxrss)"
-    )
+    print(f"conversion peak RSS:      {peak / GIB:.2f} GiB  = {peak / BUDGET:.1%} of 24 GiB  (child ru_maxrss)")
     print(f"generator peak RSS:       {parent_kib * 1024 / GIB:.2f} GiB  (this process, not the conversion)")
     if rows != args.ratings:
         sys.exit(f"expected {args.ratings:,} rows, got {rows:,}")

@@ -13,6 +13,7 @@ Steps, each in its own process (so that each step's peak memory is its own):
 Prints and writes scale.json / scale.md into ``--out``: rows, time and peak memory (CPU RSS, GPU)
 of each step. ``--key=value`` settings go to the PCL run (e.g. ``--epochs=5 --train_batch_size=1024``).
 """
+
 import argparse
 import json
 import os
@@ -31,15 +32,24 @@ def _peak():
     import torch
 
     gpu = torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None
-    return {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3),
-            "peak_gpu_gib": None if gpu is None else round(gpu, 3)}
+    return {
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3),
+        "peak_gpu_gib": None if gpu is None else round(gpu, 3),
+    }
 
 
 def step_generate(args, extra):
     from recbole_pcl.data.converters import generate_synthetic_tenrec
 
-    path = generate_synthetic_tenrec(Path(args.out) / "raw" / f"{NAME}.csv", n_users=args.users, n_items=args.items,
-                                     n_categories=args.categories, seed=2020, min_len=args.length, max_len=args.length)
+    path = generate_synthetic_tenrec(
+        Path(args.out) / "raw" / f"{NAME}.csv",
+        n_users=args.users,
+        n_items=args.items,
+        n_categories=args.categories,
+        seed=2020,
+        min_len=args.length,
+        max_len=args.length,
+    )
     rows = sum(1 for _ in open(path, encoding="utf-8")) - 1
     return {"rows": rows, "bytes": os.path.getsize(path)}
 
@@ -54,10 +64,22 @@ def step_convert(args, extra):
 def step_run(args, extra):
     from recbole_pcl.quick_start import run_recbole_pcl
 
-    config = {"data_path": str(Path(args.out) / "dataset"), "raw_data_path": str(Path(args.out) / "raw" / f"{NAME}.csv"),
-              "checkpoint_dir": str(Path(args.out) / "saved"), "show_progress": False, "state": "INFO", "fwt_reference": False}
-    result = run_recbole_pcl("PCL", NAME, [str(REPO / "properties" / "dataset" / "tenrec.yaml")], config, cmd_args=extra)
-    return {"stages": [{k: s[k] for k in ("task", "seconds", "trainable_params")} | {"test": s["test"]} for s in result["stages"]]}
+    config = {
+        "data_path": str(Path(args.out) / "dataset"),
+        "raw_data_path": str(Path(args.out) / "raw" / f"{NAME}.csv"),
+        "checkpoint_dir": str(Path(args.out) / "saved"),
+        "show_progress": False,
+        "state": "INFO",
+        "fwt_reference": False,
+    }
+    result = run_recbole_pcl(
+        "PCL", NAME, [str(REPO / "properties" / "dataset" / "tenrec.yaml")], config, cmd_args=extra
+    )
+    return {
+        "stages": [
+            {k: s[k] for k in ("task", "seconds", "trainable_params")} | {"test": s["test"]} for s in result["stages"]
+        ]
+    }
 
 
 STEPS = {"generate": step_generate, "convert": step_convert, "run": step_run}
@@ -79,21 +101,37 @@ def main():
         return
     import torch
 
-    report = {"users": args.users, "items": args.items, "length": args.length, "settings": extra,
-              "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"}
+    report = {
+        "users": args.users,
+        "items": args.items,
+        "length": args.length,
+        "settings": extra,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)",
+    }
     os.makedirs(args.out, exist_ok=True)
     for step in args.steps:
         result_file = os.path.join(args.out, f".{step}.json")
         start = time.time()
-        forwarded = [f"--{k}={v}" for k, v in vars(args).items() if k in ("users", "items", "categories", "length", "out")]
-        subprocess.run([sys.executable, __file__, f"--step={step}", f"--result={result_file}", *forwarded, *extra], check=True)
+        forwarded = [
+            f"--{k}={v}" for k, v in vars(args).items() if k in ("users", "items", "categories", "length", "out")
+        ]
+        subprocess.run(
+            [sys.executable, __file__, f"--step={step}", f"--result={result_file}", *forwarded, *extra], check=True
+        )
         report[step] = json.loads(Path(result_file).read_text()) | {"seconds": round(time.time() - start, 1)}
         os.remove(result_file)
         print(f"{step}: {report[step]}", flush=True)
     Path(args.out, "scale.json").write_text(json.dumps(report, indent=1))
-    lines = [f"{args.users:,} users x {args.length} clicks, {args.items:,} items, on {report['device']}", "",
-             "| step | seconds | peak RSS GiB | peak GPU GiB |", "|---|---|---|---|"]
-    lines += [f"| {s} | {report[s]['seconds']} | {report[s]['peak_rss_gib']} | {report[s]['peak_gpu_gib']} |" for s in args.steps]
+    lines = [
+        f"{args.users:,} users x {args.length} clicks, {args.items:,} items, on {report['device']}",
+        "",
+        "| step | seconds | peak RSS GiB | peak GPU GiB |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {s} | {report[s]['seconds']} | {report[s]['peak_rss_gib']} | {report[s]['peak_gpu_gib']} |"
+        for s in args.steps
+    ]
     if "run" in report:
         lines += ["", "| stage | seconds | trainable params |", "|---|---|---|"]
         lines += [f"| {s['task']} | {s['seconds']} | {s['trainable_params']:,} |" for s in report["run"]["stages"]]

@@ -18,6 +18,7 @@ dimensions (``--key=value`` settings apply to all), and nothing is cached betwee
 Writes speed.json and speed.md into ``--out`` and prints the ratios. Timings are wall-clock on this
 machine (the device is printed); the test suite asserts none of them.
 """
+
 import argparse
 import json
 import os
@@ -46,6 +47,7 @@ def _peak_memory():
 
 def _timed(trainer_class):
     """``trainer_class`` that records the seconds of each training epoch."""
+
     class Timed(trainer_class):
         epoch_seconds = []
 
@@ -63,9 +65,9 @@ def _timed(trainer_class):
 
 
 def part_pretrain(dataset, cmd_args, workdir):
-    import recbole_pcl.pipeline.pipeline as pipeline_module
     from recbole.model.sequential_recommender.sasrec import SASRec
 
+    import recbole_pcl.pipeline.pipeline as pipeline_module
     from recbole_pcl.config import Config
     from recbole_pcl.data.continual import ContinualData
     from recbole_pcl.pipeline import TaskPipeline
@@ -76,30 +78,75 @@ def part_pretrain(dataset, cmd_args, workdir):
     for mode in ("causal", "causal_last"):
         timed = _timed(ContinualTrainer)
         pipeline_module.ContinualTrainer = timed
-        config = Config("PCL", dataset, config_dict={"checkpoint_dir": os.path.join(workdir, mode), "pretrain_mode": mode,
-                                                      "show_progress": False, "state": "WARNING"}, cmd_args=cmd_args)
+        config = Config(
+            "PCL",
+            dataset,
+            config_dict={
+                "checkpoint_dir": os.path.join(workdir, mode),
+                "pretrain_mode": mode,
+                "show_progress": False,
+                "state": "WARNING",
+            },
+            cmd_args=cmd_args,
+        )
         pipeline = TaskPipeline(config, get_model("PCL"))
         record = pipeline.pretrain()["stage"]
         train = pipeline.tasks[0].train._dataset.inter_feat
-        results[f"PCL {mode}"] = {"seconds_per_epoch": sum(timed.epoch_seconds) / len(timed.epoch_seconds), "epochs": len(timed.epoch_seconds),
-                                  "seconds_to_converge": record["seconds"], "hit@10": record["test"]["hit@10"],
-                                  "ndcg@10": record["test"]["ndcg@10"], "train_rows": len(train),
-                                  "targets": int(train["item_length"].sum())}  # every position of every row
+        results[f"PCL {mode}"] = {
+            "seconds_per_epoch": sum(timed.epoch_seconds) / len(timed.epoch_seconds),
+            "epochs": len(timed.epoch_seconds),
+            "seconds_to_converge": record["seconds"],
+            "hit@10": record["test"]["hit@10"],
+            "ndcg@10": record["test"]["ndcg@10"],
+            "train_rows": len(train),
+            "targets": int(train["item_length"].sum()),
+        }  # every position of every row
     # stock: RecBole's SASRec and Trainer on the same T1 split, with PCL's training settings
-    shared = {k: config[k] for k in ("MAX_ITEM_LIST_LENGTH", "hidden_size", "inner_size", "n_layers", "n_heads", "hidden_dropout_prob",
-                                     "attn_dropout_prob", "learning_rate", "train_batch_size", "eval_batch_size", "epochs", "stopping_step", "seed")}
-    stock_config = Config("SASRec", dataset, config_dict=dict(shared, pretrain_mode="prefix", checkpoint_dir=os.path.join(workdir, "stock"),
-                                                              show_progress=False, state="WARNING"), cmd_args=cmd_args)
+    shared = {
+        k: config[k]
+        for k in (
+            "MAX_ITEM_LIST_LENGTH",
+            "hidden_size",
+            "inner_size",
+            "n_layers",
+            "n_heads",
+            "hidden_dropout_prob",
+            "attn_dropout_prob",
+            "learning_rate",
+            "train_batch_size",
+            "eval_batch_size",
+            "epochs",
+            "stopping_step",
+            "seed",
+        )
+    }
+    stock_config = Config(
+        "SASRec",
+        dataset,
+        config_dict=dict(
+            shared,
+            pretrain_mode="prefix",
+            checkpoint_dir=os.path.join(workdir, "stock"),
+            show_progress=False,
+            state="WARNING",
+        ),
+        cmd_args=cmd_args,
+    )
     t1 = ContinualData(stock_config).tasks[0]
     model = SASRec(t1.config, t1.train._dataset).to(t1.config["device"])
     trainer = _timed(get_trainer(t1.config["MODEL_TYPE"], "SASRec"))(t1.config, model)
     start = time.perf_counter()
     trainer.fit(t1.train, t1.valid, saved=True, show_progress=False)
     test = trainer.evaluate(t1.test, load_best_model=True)
-    results["stock RecBole SASRec"] = {"seconds_per_epoch": sum(trainer.epoch_seconds) / len(trainer.epoch_seconds),
-                                       "epochs": len(trainer.epoch_seconds), "seconds_to_converge": time.perf_counter() - start,
-                                       "hit@10": float(test["hit@10"]), "ndcg@10": float(test["ndcg@10"]), "train_rows": len(t1.train._dataset),
-                                       "targets": len(t1.train._dataset)}  # one target per prefix row
+    results["stock RecBole SASRec"] = {
+        "seconds_per_epoch": sum(trainer.epoch_seconds) / len(trainer.epoch_seconds),
+        "epochs": len(trainer.epoch_seconds),
+        "seconds_to_converge": time.perf_counter() - start,
+        "hit@10": float(test["hit@10"]),
+        "ndcg@10": float(test["ndcg@10"]),
+        "train_rows": len(t1.train._dataset),
+        "targets": len(t1.train._dataset),
+    }  # one target per prefix row
     return {"results": results, "device": str(config["device"]), **_peak_memory()}
 
 
@@ -110,14 +157,21 @@ def part_tuning(dataset, cmd_args, workdir):
 
     runs = {}
     for model in ("PCL", "FineAll"):
-        config = Config(model, dataset, config_dict={"checkpoint_dir": workdir, "show_progress": False, "state": "WARNING",
-                                                     "fwt_reference": False}, cmd_args=cmd_args)
+        config = Config(
+            model,
+            dataset,
+            config_dict={"checkpoint_dir": workdir, "show_progress": False, "state": "WARNING", "fwt_reference": False},
+            cmd_args=cmd_args,
+        )
         runs[model] = TaskPipeline(config, get_model(model)).run()["stages"][1:]
     results = {}
     for pcl, fine in zip(runs["PCL"], runs["FineAll"]):
         metric = "accuracy" if pcl["kind"] == "class" else "hit@10"
-        results[pcl["task"]] = {"metric": metric, "PCL": {k: pcl[k] for k in ("seconds", "trainable_params")} | {metric: pcl["test"][metric]},
-                                "FineAll": {k: fine[k] for k in ("seconds", "trainable_params")} | {metric: fine["test"][metric]}}
+        results[pcl["task"]] = {
+            "metric": metric,
+            "PCL": {k: pcl[k] for k in ("seconds", "trainable_params")} | {metric: pcl["test"][metric]},
+            "FineAll": {k: fine[k] for k in ("seconds", "trainable_params")} | {metric: fine["test"][metric]},
+        }
     return {"results": results, **_peak_memory()}
 
 
@@ -131,8 +185,18 @@ def part_serving(dataset, cmd_args, workdir):
     from recbole_pcl.trainer import ContinualTrainer
     from recbole_pcl.utils import get_model
 
-    config = Config("PCL", dataset, config_dict={"checkpoint_dir": workdir, "show_progress": False, "state": "WARNING",
-                                                 "task_eval_mode": "full", "fwt_reference": False}, cmd_args=cmd_args)
+    config = Config(
+        "PCL",
+        dataset,
+        config_dict={
+            "checkpoint_dir": workdir,
+            "show_progress": False,
+            "state": "WARNING",
+            "task_eval_mode": "full",
+            "fwt_reference": False,
+        },
+        cmd_args=cmd_args,
+    )
     pipeline = TaskPipeline(config, get_model("PCL"))
     pipeline.run()
     model = pipeline.load_final()
@@ -156,9 +220,11 @@ def part_serving(dataset, cmd_args, workdir):
     chunks = [test_users[i : i + 4096] for i in range(0, len(test_users), 4096)]
     theirs = clock(lambda: [full_sort_topk(chunk, model, t1.test, k=10, device=config["device"]) for chunk in chunks])
     users = test_users
-    results = {"RecBole evaluator, full ranking (users/s)": len(test_users) / evaluate,
-               "RecBole full_sort_topk, top-10 (users/s)": len(test_users) / theirs,
-               "recbole-pcl recommend, top-10 (users/s)": len(test_users) / ours}
+    results = {
+        "RecBole evaluator, full ranking (users/s)": len(test_users) / evaluate,
+        "RecBole full_sort_topk, top-10 (users/s)": len(test_users) / theirs,
+        "recbole-pcl recommend, top-10 (users/s)": len(test_users) / ours,
+    }
     return {"results": results, "users": len(users), **_peak_memory()}
 
 
@@ -166,29 +232,46 @@ PARTS = {"pretrain": part_pretrain, "tuning": part_tuning, "serving": part_servi
 
 
 def markdown(report):
-    lines = [f"Device: {report['device']}; dataset {report['dataset']}; settings {report['settings'] or 'defaults'}.", ""]
+    lines = [
+        f"Device: {report['device']}; dataset {report['dataset']}; settings {report['settings'] or 'defaults'}.",
+        "",
+    ]
     pre = report.get("pretrain")
     if pre:
-        lines += ["| T1 pretraining | train rows | targets / epoch | s / epoch | s / 1k targets | epochs | s to converge | HR@10 | NDCG@10 |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "| T1 pretraining | train rows | targets / epoch | s / epoch | s / 1k targets | epochs | s to converge | HR@10 | NDCG@10 |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, r in pre["results"].items():
-            lines.append(f"| {name} | {r['train_rows']:,} | {r['targets']:,} | {r['seconds_per_epoch']:.2f} | {1000 * r['seconds_per_epoch'] / r['targets']:.3f} | "
-                         f"{r['epochs']} | {r['seconds_to_converge']:.1f} | {r['hit@10']:.4f} | {r['ndcg@10']:.4f} |")
+            lines.append(
+                f"| {name} | {r['train_rows']:,} | {r['targets']:,} | {r['seconds_per_epoch']:.2f} | {1000 * r['seconds_per_epoch'] / r['targets']:.3f} | "
+                f"{r['epochs']} | {r['seconds_to_converge']:.1f} | {r['hit@10']:.4f} | {r['ndcg@10']:.4f} |"
+            )
         lines.append(f"\nPeak RSS of the pretraining process: {pre['peak_rss_gib']} GiB; GPU: {pre['peak_gpu_gib']}.")
         for name in ("PCL causal", "PCL causal_last"):
             stock, ours = pre["results"]["stock RecBole SASRec"], pre["results"][name]
-            lines.append(f"\n{name}: {stock['seconds_per_epoch'] / ours['seconds_per_epoch']:.1f}x less time per epoch, "
-                         f"{stock['seconds_to_converge'] / ours['seconds_to_converge']:.1f}x less time to converge than stock RecBole SASRec.")
+            lines.append(
+                f"\n{name}: {stock['seconds_per_epoch'] / ours['seconds_per_epoch']:.1f}x less time per epoch, "
+                f"{stock['seconds_to_converge'] / ours['seconds_to_converge']:.1f}x less time to converge than stock RecBole SASRec."
+            )
     tune = report.get("tuning")
     if tune:
-        lines += ["", "| downstream task | PCL s | FineAll s | time ratio | PCL params | FineAll params | PCL metric | FineAll metric |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| downstream task | PCL s | FineAll s | time ratio | PCL params | FineAll params | PCL metric | FineAll metric |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for task, r in tune["results"].items():
             m = r["metric"]
-            lines.append(f"| {task} | {r['PCL']['seconds']:.1f} | {r['FineAll']['seconds']:.1f} | {r['PCL']['seconds'] / r['FineAll']['seconds']:.2f} | "
-                         f"{r['PCL']['trainable_params']:,} | {r['FineAll']['trainable_params']:,} | {r['PCL'][m]:.4f} | {r['FineAll'][m]:.4f} |")
+            lines.append(
+                f"| {task} | {r['PCL']['seconds']:.1f} | {r['FineAll']['seconds']:.1f} | {r['PCL']['seconds'] / r['FineAll']['seconds']:.2f} | "
+                f"{r['PCL']['trainable_params']:,} | {r['FineAll']['trainable_params']:,} | {r['PCL'][m]:.4f} | {r['FineAll'][m]:.4f} |"
+            )
     serve = report.get("serving")
     if serve:
-        lines += ["", "| serving | users / s |", "|---|---|"] + [f"| {k} | {v:,.0f} |" for k, v in serve["results"].items() if v]
+        lines += ["", "| serving | users / s |", "|---|---|"] + [
+            f"| {k} | {v:,.0f} |" for k, v in serve["results"].items() if v
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -207,13 +290,26 @@ def main():
         return
     import torch
 
-    report = {"dataset": args.dataset, "settings": _settings(extra),
-              "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"}
+    report = {
+        "dataset": args.dataset,
+        "settings": _settings(extra),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)",
+    }
     os.makedirs(args.out, exist_ok=True)
     for part in args.parts:
         result_file = os.path.join(args.out, f".{part}.json")
         start = time.time()
-        subprocess.run([sys.executable, __file__, f"--part={part}", f"--result={result_file}", f"--dataset={args.dataset}", *extra], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                f"--part={part}",
+                f"--result={result_file}",
+                f"--dataset={args.dataset}",
+                *extra,
+            ],
+            check=True,
+        )
         report[part] = json.loads(Path(result_file).read_text()) | {"wall_seconds": round(time.time() - start, 1)}
         os.remove(result_file)
         print(f"{part}: {report[part]}", flush=True)

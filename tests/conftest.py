@@ -49,8 +49,39 @@ def task_run(tmp_path):
     """A tiny run on the task sequence: ml-100k's 305 users with 20-40 ratings, T1 and its first three
     downstream tasks, a one-layer 16-wide SASRec, 2 epochs per stage, serial runs."""
     return {
-        "user_inter_num_interval": "[20,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
-        "n_layers": 1, "n_heads": 1, "context_heads": 1, "epochs": 2, "prompt_length": 3, "contextual_prompt": "random",
-        "show_progress": False, "state": "WARNING", "use_gpu": False, "checkpoint_dir": str(tmp_path / "saved"),
-        "train_batch_size": 128, "fwt_reference": False, "runner": "serial", "tasks": copy.deepcopy(ML100K_TASKS[:4]),
+        "user_inter_num_interval": "[20,40]",
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "hidden_size": 16,
+        "inner_size": 32,
+        "n_layers": 1,
+        "n_heads": 1,
+        "context_heads": 1,
+        "epochs": 2,
+        "prompt_length": 3,
+        "contextual_prompt": "random",
+        "show_progress": False,
+        "state": "WARNING",
+        "use_gpu": False,
+        "checkpoint_dir": str(tmp_path / "saved"),
+        "train_batch_size": 128,
+        "fwt_reference": False,
+        "runner": "serial",
+        "tasks": copy.deepcopy(ML100K_TASKS[:4]),
     }
+
+
+@pytest.fixture
+def quick_runs(monkeypatch):
+    """RecBole's get_environment samples CPU load for one whole second (psutil.cpu_percent(interval=1))
+    after every run, only for a log table: sample without waiting. And use one torch thread: on
+    tensors this small a second thread only adds spin-waits, which balloon when the cores are busy.
+    Neither changes a trained weight or a metric."""
+    import psutil
+    import torch
+
+    cpu_percent = psutil.cpu_percent
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None, percpu=False: cpu_percent(None, percpu))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

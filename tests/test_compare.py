@@ -1,17 +1,18 @@
 """The comparison protocol: k user folds, one shared T1 pretraining, intervals, paired differences, reuse."""
+
 import json
 import os
 
 import numpy as np
 import pytest
 import yaml
+from conftest import ML100K_TASKS
 from scipy import stats
 
-from conftest import ML100K_TASKS
 from recbole_pcl.config import Config
 from recbole_pcl.data.continual import ContinualData
-from recbole_pcl.pipeline.identity import digest
 from recbole_pcl.pipeline import TaskPipeline
+from recbole_pcl.pipeline.identity import digest
 from recbole_pcl.quick_start import run_comparison
 from recbole_pcl.utils import get_model
 
@@ -28,7 +29,9 @@ def test_folds_test_every_labelled_user_exactly_once(tiny):
     for fold in range(3):
         data = ContinualData(Config("PCL", "ml-100k", config_dict=dict(tiny, fold=fold)))
         split = data.split
-        assert not set(split["train"]) & set(split["valid"]) and not set(split["test"]) & (set(split["train"]) | set(split["valid"]))
+        assert not set(split["train"]) & set(split["valid"]) and not set(split["test"]) & (
+            set(split["train"]) | set(split["valid"])
+        )
         assert len(split["valid"]) == pytest.approx(0.1 / 0.9 * (len(split["train"]) + len(split["valid"])), abs=1)
         tested += list(split["test"])
         splits.append(split)
@@ -54,7 +57,10 @@ def test_comparison_intervals_differences_and_reuse(tiny, tmp_path):
     for name in ("compare.json", "compare.csv", "compare.md", "compare.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0
     methods = {m["model"]: m for m in result["methods"]}
-    pcl, sasrec = methods["PCL"]["tasks"]["next_5star"]["hit@10"], methods["SASRecPerTask"]["tasks"]["next_5star"]["hit@10"]
+    pcl, sasrec = (
+        methods["PCL"]["tasks"]["next_5star"]["hit@10"],
+        methods["SASRecPerTask"]["tasks"]["next_5star"]["hit@10"],
+    )
     assert len(pcl["folds"]) == 3
     half = stats.t.ppf(0.975, 2) * np.std(pcl["folds"], ddof=1) / np.sqrt(3)
     assert pcl["mean"] == pytest.approx(np.mean(pcl["folds"])) and pcl["ci95"] == pytest.approx(half)
@@ -87,13 +93,20 @@ def test_comparison_intervals_differences_and_reuse(tiny, tmp_path):
 
 
 def _run_dirs(tiny, model):
-    return [TaskPipeline(Config(model, "ml-100k", config_dict=dict(tiny, fold=f)), get_model(model)).run_dir for f in range(3)]
+    return [
+        TaskPipeline(Config(model, "ml-100k", config_dict=dict(tiny, fold=f)), get_model(model)).run_dir
+        for f in range(3)
+    ]
 
 
 def _stage_mtimes(saved):
-    return {os.path.join(d, f): os.stat(os.path.join(saved, d, f)).st_mtime_ns
-            for d in os.listdir(saved) if os.path.isdir(os.path.join(saved, d))
-            for f in os.listdir(os.path.join(saved, d)) if f.startswith("stage-")}
+    return {
+        os.path.join(d, f): os.stat(os.path.join(saved, d, f)).st_mtime_ns
+        for d in os.listdir(saved)
+        if os.path.isdir(os.path.join(saved, d))
+        for f in os.listdir(os.path.join(saved, d))
+        if f.startswith("stage-")
+    }
 
 
 def test_comparison_from_the_command_line(tiny, tmp_path, capsys):
@@ -107,7 +120,10 @@ def test_comparison_from_the_command_line(tiny, tmp_path, capsys):
     assert cli.main(["--model=PCL,MTL", "--dataset=ml-100k", f"--config_files={config}", "--fold=1"]) == 2
     assert "a comparison runs every fold itself" in capsys.readouterr().err
     assert cli.main(["--model=PCL,MTL", "--dataset=ml-100k", f"--config_files={config}", "--compare_folds=[0,2]"]) == 2
-    assert "setting 'compare_folds' must be a non-empty list of folds below 'n_folds' (2), got [0, 2]" in capsys.readouterr().err
+    assert (
+        "setting 'compare_folds' must be a non-empty list of folds below 'n_folds' (2), got [0, 2]"
+        in capsys.readouterr().err
+    )
 
 
 def test_comparisons_run_apart_merge_into_the_comparison_of_every_method(task_run, tmp_path, capsys):
@@ -119,7 +135,9 @@ def test_comparisons_run_apart_merge_into_the_comparison_of_every_method(task_ru
     paths = [os.path.join(c["directory"], "compare.json") for c in (first, second)]
     assert merge.main([*paths, f"--out={tmp_path / 'merged'}"]) == 0
     merged = json.load(open(tmp_path / "merged" / "compare.json"))
-    together = run_comparison(["PCL", "TaskPrior", "SASRecPerTask"], "ml-100k", config_dict=settings)  # every run reused
+    together = run_comparison(
+        ["PCL", "TaskPrior", "SASRecPerTask"], "ml-100k", config_dict=settings
+    )  # every run reused
     assert merged["methods"] == together["methods"] and merged["table"] == together["table"]
     assert merged["differences"] == together["differences"] and merged["runs"] == together["runs"]
     assert (tmp_path / "merged" / "compare.md").read_text().startswith("ml-100k, 2 folds:")
@@ -131,7 +149,10 @@ def test_comparisons_run_apart_merge_into_the_comparison_of_every_method(task_ru
     (tmp_path / "fwt.json").write_text(json.dumps(with_fwt))
     assert merge.main([paths[1], str(tmp_path / "fwt.json"), f"--out={tmp_path / 'fwt'}"]) == 0
     kept = next(m for m in json.load(open(tmp_path / "fwt" / "compare.json"))["methods"] if m["method"] == "PCL")
-    assert kept["tasks"]["next_4star"]["FWT%"] == fwt and kept["tasks"]["next_4star"]["hit@10"] == pcl["tasks"]["next_4star"]["hit@10"]
+    assert (
+        kept["tasks"]["next_4star"]["FWT%"] == fwt
+        and kept["tasks"]["next_4star"]["hit@10"] == pcl["tasks"]["next_4star"]["hit@10"]
+    )
     # a method in both files must agree fold by fold; the folds must be the same
     changed = json.load(open(paths[1]))
     changed["methods"][0]["tasks"]["next_5star"]["hit@10"]["folds"][1] += 0.01
@@ -142,7 +163,12 @@ def test_comparisons_run_apart_merge_into_the_comparison_of_every_method(task_ru
     import torch
 
     here = merged["methods"][0]["environments"]
-    assert len(here) == 1 and here[0]["threads"] == torch.get_num_threads() and here[0]["device"] == "cpu" and here[0]["processor"]
+    assert (
+        len(here) == 1
+        and here[0]["threads"] == torch.get_num_threads()
+        and here[0]["device"] == "cpu"
+        and here[0]["processor"]
+    )
     changed["methods"][0]["environments"] = [dict(here[0], threads=here[0]["threads"] + 1)]
     (tmp_path / "changed.json").write_text(json.dumps(changed))
     assert merge.main([paths[0], str(tmp_path / "changed.json"), f"--out={tmp_path / 'bad'}"]) == 2

@@ -1,9 +1,10 @@
 """RecBole 1.2.1 on numpy 2 / pandas 3: the compat module's fixes, shown on real loading."""
+
 import numpy as np
 import pytest
+from recbole.data.dataset import SequentialDataset
 
 import recbole_pcl  # noqa: F401  (applies the compat shims)
-from recbole.data.dataset import SequentialDataset
 from recbole_pcl.config import Config
 
 
@@ -58,7 +59,10 @@ def test_empty_token_seq_cell_loads_as_empty_sequence(tmp_path):
         ["user_id:token\titem_id:token\ttimestamp:float", "u1\ti1\t1", "u1\ti2\t2"],
         ["item_id:token\tclass:token_seq", "i1\tDrama Comedy", "i2\t"],
     )
-    classes = {ds.id2token("item_id", i): list(ds.id2token("class", c)) for i, c in zip(ds.item_feat["item_id"], ds.item_feat["class"])}
+    classes = {
+        ds.id2token("item_id", i): list(ds.id2token("class", c))
+        for i, c in zip(ds.item_feat["item_id"], ds.item_feat["class"])
+    }
     assert sorted(classes["i1"]) == ["Comedy", "Drama"]
     assert len(classes["i2"]) == 0
 
@@ -109,7 +113,5 @@ def test_normalised_adjacency_equals_independent_build(model_name, tiny):
 def test_recbole_does_not_leave_anomaly_detection_on():
     import torch
     from recbole.model.sequential_recommender import sine  # noqa: F401  (switches it on at import)
-
-    import recbole_pcl  # noqa: F401
 
     assert not torch.is_anomaly_enabled()

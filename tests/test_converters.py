@@ -14,8 +14,7 @@ import pandas as pd
 import pytest
 
 import recbole_pcl  # noqa: F401  (applies the numpy/pandas compat shim before RecBole runs)
-from recbole_pcl.data.converters import convert_movielens, convert_tenrec, generate_synthetic_tenrec
-from recbole_pcl.data.converters import atomic
+from recbole_pcl.data.converters import atomic, convert_movielens, convert_tenrec, generate_synthetic_tenrec
 from recbole_pcl.utils.errors import PCLError
 
 ML_SMALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"
@@ -76,9 +75,7 @@ def recbole_sequential_dataset(data_path, dataset, load_col):
     }
     try:
         from recbole_pcl.config import Config
-    except (
-        ImportError
-    ):  # our Config still in progress: RecBole's (which reads sys.argv; patched by the caller)
+    except ImportError:  # our Config still in progress: RecBole's (which reads sys.argv; patched by the caller)
         from recbole.config import Config
     return SequentialDataset(Config(model="SASRec", dataset=dataset, config_dict=config_dict))
 
@@ -209,10 +206,7 @@ def test_tenrec_inter_keeps_clicks_in_order(tenrec_csv, tenrec_converted):
         assert (inter[column].to_numpy() == clicked[column].to_numpy()).all(), column
     for user in ("0", "57", "199"):
         ordered = inter[inter["user_id"] == user].sort_values("timestamp", key=lambda s: s.astype(int))
-        assert (
-            ordered["item_id"].tolist()
-            == raw[(raw["user_id"] == user) & (raw["click"] == "1")]["item_id"].tolist()
-        )
+        assert ordered["item_id"].tolist() == raw[(raw["user_id"] == user) & (raw["click"] == "1")]["item_id"].tolist()
 
 
 def test_tenrec_item_and_user_tables(tenrec_csv, tenrec_converted):
@@ -231,9 +225,7 @@ def test_tenrec_item_and_user_tables(tenrec_csv, tenrec_converted):
     raw_users = raw.drop_duplicates("user_id").set_index("user_id")
     expected_age = raw_users.loc[users["user_id"], "age"].replace("0", "").to_numpy()
     expected_gender = raw_users.loc[users["user_id"], "gender"].replace("0", "").to_numpy()
-    assert (users["age"].to_numpy() == expected_age).all() and (
-        users["gender"].to_numpy() == expected_gender
-    ).all()
+    assert (users["age"].to_numpy() == expected_age).all() and (users["gender"].to_numpy() == expected_gender).all()
     assert 0 < (users["age"] == "").sum() < len(users) / 4  # unknown ages exist and are written empty
     assert set(users["age"]) - {""} <= {str(a) for a in range(1, 8)} and "0" not in set(users["gender"])
 
@@ -343,9 +335,7 @@ def test_synthetic_tenrec_streams_users_in_chunks(tmp_path):
 def write_movielens(src, ratings_rows, header="userId,movieId,rating,timestamp"):
     src.mkdir(parents=True, exist_ok=True)
     (src / "ratings.csv").write_text(header + "\n" + "".join(r + "\n" for r in ratings_rows))
-    (src / "movies.csv").write_text(
-        "movieId,title,genres\n1,Toy Story (1995),Animation|Comedy\n2,Heat (1995),Crime\n"
-    )
+    (src / "movies.csv").write_text("movieId,title,genres\n1,Toy Story (1995),Animation|Comedy\n2,Heat (1995),Crime\n")
     return src
 
 
@@ -353,9 +343,7 @@ GOOD_RATINGS = [f"{u},{m},{(u + m) % 10 / 2 + 0.5},{1000 + u * 10 + m}" for u in
 
 
 def test_ratings_of_unlisted_movies_are_dropped_with_a_warning(tmp_path, caplog):
-    src = write_movielens(
-        tmp_path / "src", GOOD_RATINGS[:6] + ["7,999,4.5,77"] + GOOD_RATINGS[6:] + ["8,998,1.0,78"]
-    )
+    src = write_movielens(tmp_path / "src", GOOD_RATINGS[:6] + ["7,999,4.5,77"] + GOOD_RATINGS[6:] + ["8,998,1.0,78"])
     with caplog.at_level(logging.WARNING, logger="recbole_pcl.data.converters.movielens"):
         out = convert_movielens(src, tmp_path / "ml", "ml", chunksize=5)
     inter = read_atomic(out / "ml.inter")
@@ -380,18 +368,13 @@ def test_missing_column_names_file_and_column(tmp_path, tenrec_csv):
     with pytest.raises(PCLError) as err:
         convert_movielens(src, tmp_path / "out", "ml")
     message = str(err.value)
-    assert (
-        message
-        == f"{(src / 'ratings.csv').absolute()}: missing column 'rating' (found: userId, movieId, timestamp)"
-    )
+    assert message == f"{(src / 'ratings.csv').absolute()}: missing column 'rating' (found: userId, movieId, timestamp)"
     assert "\n" not in message
 
     raw = pd.read_csv(tenrec_csv, nrows=50).drop(columns=["click"])
     bad = tmp_path / "QK-video.csv"
     raw.to_csv(bad, index=False)
-    with pytest.raises(
-        PCLError, match=r"QK-video.csv: missing column 'click' \(found: user_id, item_id, follow"
-    ):
+    with pytest.raises(PCLError, match=r"QK-video.csv: missing column 'click' \(found: user_id, item_id, follow"):
         convert_tenrec(bad, tmp_path / "out", "tr")
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 

@@ -1,16 +1,29 @@
 """Bad input: one line naming the key, file, column or value, exit status 2, nothing created or trained."""
+
 import copy
 
 import pytest
 import yaml
-
 from conftest import ML100K_TASKS
+
 import run_recbole_pcl as cli
 
 TASKS = ML100K_TASKS[:3]
-TINY = {"MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1,
-        "context_heads": 1, "epochs": 1, "prompt_length": 3, "show_progress": False, "state": "WARNING",
-        "use_gpu": False, "fwt_reference": False, "contextual_prompt": "none"}
+TINY = {
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "hidden_size": 16,
+    "inner_size": 32,
+    "n_layers": 1,
+    "n_heads": 1,
+    "context_heads": 1,
+    "epochs": 1,
+    "prompt_length": 3,
+    "show_progress": False,
+    "state": "WARNING",
+    "use_gpu": False,
+    "fwt_reference": False,
+    "contextual_prompt": "none",
+}
 
 
 def _one_line_error(capsys, *args):
@@ -40,7 +53,10 @@ def tiny_file(tmp_path):
         ("--label_window=-5", "setting 'label_window' must be an integer >= 1, got -5"),
         ("--context_lambda=-1", "setting 'context_lambda' must be a number >= 0, got -1"),
         ("--hidden_dropout_prob=1.5", "setting 'hidden_dropout_prob' must be a number >= 0 and < 1, got 1.5"),
-        ("--task_split=[0.8,0.2]", "setting 'task_split' must be three positive ratios (train, valid, test), got [0.8, 0.2]"),
+        (
+            "--task_split=[0.8,0.2]",
+            "setting 'task_split' must be three positive ratios (train, valid, test), got [0.8, 0.2]",
+        ),
         ("--n_heads=3", "setting 'n_heads' (3) must divide 'hidden_size' (16)"),
         ("--prompt_length=11", "setting 'prompt_length' (11) must not exceed 'MAX_ITEM_LIST_LENGTH' (10)"),
         ("--fwt_reference=maybe", "setting 'fwt_reference' must be true or false, got 'maybe'"),
@@ -80,7 +96,9 @@ def _dataset(tmp_path, header, rows):
 
 
 def _rows(n_users=30, per_user=20):
-    return [(f"u{u}", f"i{(u * 7 + k) % 50}", 1 + (u + k) % 5, 1000 + k) for u in range(n_users) for k in range(per_user)]
+    return [
+        (f"u{u}", f"i{(u * 7 + k) % 50}", 1 + (u + k) % 5, 1000 + k) for u in range(n_users) for k in range(per_user)
+    ]
 
 
 FULL_HEADER = ["user_id:token", "item_id:token", "rating:float", "timestamp:float"]
@@ -89,26 +107,55 @@ FULL_HEADER = ["user_id:token", "item_id:token", "rating:float", "timestamp:floa
 @pytest.mark.parametrize(
     "header, rows, message",
     [
-        (FULL_HEADER[:3], [r[:3] for r in _rows()], "lacks the field 'timestamp' (TIME_FIELD), which the task sequence needs"),
+        (
+            FULL_HEADER[:3],
+            [r[:3] for r in _rows()],
+            "lacks the field 'timestamp' (TIME_FIELD), which the task sequence needs",
+        ),
         (FULL_HEADER, [], "has no interactions (a header only)"),
-        (FULL_HEADER, _rows()[:7] + [("u0", "i1", "abc", 99)] + _rows()[8:], "column 'rating:float' holds a non-numeric value 'abc' (line 9)"),
-        (["user_id:token", "item_id:token", "rating:number", "timestamp:float"], _rows(), "header column 'rating:number' is not 'name:type'"),
+        (
+            FULL_HEADER,
+            _rows()[:7] + [("u0", "i1", "abc", 99)] + _rows()[8:],
+            "column 'rating:float' holds a non-numeric value 'abc' (line 9)",
+        ),
+        (
+            ["user_id:token", "item_id:token", "rating:number", "timestamp:float"],
+            _rows(),
+            "header column 'rating:number' is not 'name:type'",
+        ),
     ],
 )
 def test_bad_atomic_files_are_named(capsys, tmp_path, header, rows, message):
     inter = _dataset(tmp_path, header, rows)
     config = tmp_path / "mini.yaml"
-    config.write_text(yaml.safe_dump(dict(TINY, tasks=TASKS, data_path=str(tmp_path / "data"), checkpoint_dir=str(tmp_path / "saved"),
-                                          load_col={"inter": [h.split(":")[0] for h in header]})))
+    config.write_text(
+        yaml.safe_dump(
+            dict(
+                TINY,
+                tasks=TASKS,
+                data_path=str(tmp_path / "data"),
+                checkpoint_dir=str(tmp_path / "saved"),
+                load_col={"inter": [h.split(":")[0] for h in header]},
+            )
+        )
+    )
     line = _one_line_error(capsys, "--model=PCL", "--dataset=mini", f"--config_files={config}")
     assert f"{inter}" in line and message in line
     assert not (tmp_path / "saved").exists()
 
 
 def test_a_split_without_validation_users_is_refused(capsys, tiny_file, tmp_path):
-    line = _one_line_error(capsys, "--model=PCL", "--dataset=ml-100k", tiny_file, "--user_inter_num_interval=[20,40]",
-                           "--task_split=[0.995,0.001,0.004]")
-    assert "task 'next_4star': the user split leaves no valid users" in line and "task_split=[0.995, 0.001, 0.004]" in line
+    line = _one_line_error(
+        capsys,
+        "--model=PCL",
+        "--dataset=ml-100k",
+        tiny_file,
+        "--user_inter_num_interval=[20,40]",
+        "--task_split=[0.995,0.001,0.004]",
+    )
+    assert (
+        "task 'next_4star': the user split leaves no valid users" in line and "task_split=[0.995, 0.001, 0.004]" in line
+    )
     assert not (tmp_path / "saved").exists()  # nothing trained, no empty folder left
 
 

@@ -1,4 +1,5 @@
 """Link and class metrics through RecBole's evaluator, against hand-computed values."""
+
 import math
 
 import pytest

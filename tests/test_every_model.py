@@ -7,6 +7,7 @@ failure naming RecBole's own reason.
 The methods on a task sequence (PCL, TaskPrior and the baselines of recbole_pcl.model) are excluded:
 they need the task data and are trained end to end in tests/test_pcl.py and tests/test_methods.py.
 """
+
 import numpy as np
 import pytest
 from recbole.utils import ModelType
@@ -14,7 +15,6 @@ from recbole.utils import ModelType
 from recbole_pcl.quick_start import run_recbole_pcl
 from recbole_pcl.utils import get_model, model_names
 from recbole_pcl.utils.utils import missing_requirement
-from quick_runs import quick_runs  # noqa: F401  (fixture)
 
 DATASET = "tiny"
 N_USERS, N_ITEMS, PER_USER = 24, 30, 10
@@ -239,8 +239,20 @@ def test_unknown_model_lists_names_marking_extra_packages(monkeypatch, capsys):
 
 # ---- The best-epoch checkpoint (saved=True, the command line's default) of models whose state is
 # not only tensors: scipy matrices, sub-modules, dicts, or a pretraining stage ----
-NON_TENSOR_STATE = ["ItemKNN", "AsymKNN", "EASE", "SLIMElastic", "DIN", "DIEN", "FDSA", "GRU4RecF", "SASRecF",
-                    "RippleNet", "RaCT", "S3Rec"]
+NON_TENSOR_STATE = [
+    "ItemKNN",
+    "AsymKNN",
+    "EASE",
+    "SLIMElastic",
+    "DIN",
+    "DIEN",
+    "FDSA",
+    "GRU4RecF",
+    "SASRecF",
+    "RippleNet",
+    "RaCT",
+    "S3Rec",
+]
 
 
 @pytest.mark.parametrize("name", NON_TENSOR_STATE)
@@ -251,7 +263,9 @@ def test_best_epoch_checkpoint_reloads_for_non_tensor_state(name, data_path, tmp
     if name in ("RaCT", "S3Rec"):  # their pretraining stage writes a file every save_step epochs (50 by default)
         config["save_step"] = 1
     saved = run_recbole_pcl(name, DATASET, config_dict=config, saved=True)
-    unsaved = run_recbole_pcl(name, DATASET, config_dict=dict(config, checkpoint_dir=str(tmp_path / "other")), saved=False)
+    unsaved = run_recbole_pcl(
+        name, DATASET, config_dict=dict(config, checkpoint_dir=str(tmp_path / "other")), saved=False
+    )
     assert saved["test_result"] == unsaved["test_result"]  # the reloaded best (only) epoch is that epoch
     assert torch.load(saved["checkpoint"], weights_only=True)["state_dict"]
 
@@ -264,7 +278,13 @@ def test_plain_encoding_round_trips_recbole_other_parameters(tmp_path):
 
     matrix = sp.random(5, 7, density=0.4, format="csr", random_state=0)
     module = torch.nn.Linear(3, 2)
-    value = {"w": matrix, "layer": module, "ripple": {3: [([1, 2], [0, 1], [4, 5])]}, "adj": np.arange(6).reshape(2, 3), "n": np.int64(4)}
+    value = {
+        "w": matrix,
+        "layer": module,
+        "ripple": {3: [([1, 2], [0, 1], [4, 5])]},
+        "adj": np.arange(6).reshape(2, 3),
+        "n": np.int64(4),
+    }
     path = tmp_path / "state.pth"
     torch.save(encode_plain(value), path)
     fresh = torch.nn.Linear(3, 2)

@@ -1,11 +1,12 @@
 """Experiments: runs as Ray tasks (failures isolated, finished runs skipped), Ray Tune, RQ1-RQ4, CLI."""
+
 import os
 
 import numpy as np
 import pytest
 import yaml
-
 from conftest import ML100K_TASKS, REPO
+
 from recbole_pcl.experiment import run_experiment
 from recbole_pcl.experiment.runner import Job, device_options, run_jobs
 
@@ -44,17 +45,31 @@ def test_joint_methods_start_with_the_shared_pretraining(tiny, monkeypatch):
     from recbole_pcl.experiment import runner
 
     phases = []
-    monkeypatch.setattr(runner, "_serial", lambda jobs, show: phases.append([j.key for j in jobs]) or {j.key: {"ok": True} for j in jobs})
-    jobs = [Job(f"{m}/fold-{f}", m, "ml-100k", config_dict=dict(tiny, fold=f)) for f in (0, 1) for m in ("PCL", "MTL", "SASRecPerTask")]
+    monkeypatch.setattr(
+        runner,
+        "_serial",
+        lambda jobs, show: phases.append([j.key for j in jobs]) or {j.key: {"ok": True} for j in jobs},
+    )
+    jobs = [
+        Job(f"{m}/fold-{f}", m, "ml-100k", config_dict=dict(tiny, fold=f))
+        for f in (0, 1)
+        for m in ("PCL", "MTL", "SASRecPerTask")
+    ]
     run_jobs(jobs, runner="serial", show_progress=False)
     # nothing waits on the joint MTL, which reads no other run; PCL reads the SASRecPerTask runs (FWT)
-    assert [sorted(p) for p in phases] == [sorted([phases[0][0], "MTL/fold-0", "MTL/fold-1"]), ["SASRecPerTask/fold-0", "SASRecPerTask/fold-1"],
-                                           ["PCL/fold-0", "PCL/fold-1"]]
+    assert [sorted(p) for p in phases] == [
+        sorted([phases[0][0], "MTL/fold-0", "MTL/fold-1"]),
+        ["SASRecPerTask/fold-0", "SASRecPerTask/fold-1"],
+        ["PCL/fold-0", "PCL/fold-1"],
+    ]
     assert phases[0][0].startswith("pretrain/")  # the one T1 pretraining PCL and SASRecPerTask share
 
 
 def test_each_run_keeps_the_gpu_ray_assigned_it():
-    assert device_options({"CUDA_VISIBLE_DEVICES": "3"}) == ["--gpu_id=3", "--use_gpu=True"]  # RecBole re-sets the same GPU
+    assert device_options({"CUDA_VISIBLE_DEVICES": "3"}) == [
+        "--gpu_id=3",
+        "--use_gpu=True",
+    ]  # RecBole re-sets the same GPU
     assert device_options({"CUDA_VISIBLE_DEVICES": ""}) == ["--gpu_id=", "--use_gpu=False"]  # a CPU task
     assert device_options({}) == []  # outside Ray: the user's settings stand
     from recbole_pcl.config import Config
@@ -65,12 +80,25 @@ def test_each_run_keeps_the_gpu_ray_assigned_it():
 
 def test_tune_two_trials_writes_the_best_settings(tiny, local_ray, tmp_path):
     definition = tmp_path / "space.yaml"
-    definition.write_text(yaml.safe_dump({"model": "PCL", "space": {"prompt_length": {"choice": [2, 4]},
-                                          "downstream_learning_rate": {"loguniform": [0.001, 0.05]}},
-                                          "samples": 2, "grace_epochs": 1, "reduction_factor": 2}))
+    definition.write_text(
+        yaml.safe_dump(
+            {
+                "model": "PCL",
+                "space": {
+                    "prompt_length": {"choice": [2, 4]},
+                    "downstream_learning_rate": {"loguniform": [0.001, 0.05]},
+                },
+                "samples": 2,
+                "grace_epochs": 1,
+                "reduction_factor": 2,
+            }
+        )
+    )
     result = run_experiment("tune", "ml-100k", config_dict=dict(tiny, tasks=TASKS[:3]), definition=str(definition))
     assert len(result["trials"]) == 2 and result["best"]["prompt_length"] in (2, 3, 4)
-    defaults = [t for t in result["trials"] if t["defaults"]]  # the first trial: the settings as given (prompt_length 3)
+    defaults = [
+        t for t in result["trials"] if t["defaults"]
+    ]  # the first trial: the settings as given (prompt_length 3)
     assert len(defaults) == 1 and defaults[0]["prompt_length"] == tiny["prompt_length"] == 3
     best_file = os.path.join(result["directory"], "best.yaml")
     for name in ("tune.csv", "tune.md", "tune.png", "tune.json"):
@@ -130,7 +158,9 @@ def test_rq3_keeps_cold_items_out_of_pretraining_and_tunes_only_them(tiny):
     from recbole_pcl.pipeline import TaskPipeline
     from recbole_pcl.utils import get_model
 
-    config = Config("PCL", "ml-100k", config_dict=dict(tiny, cold_item_share=0.5, tune_cold_items=True, tasks=TASKS[:2]))
+    config = Config(
+        "PCL", "ml-100k", config_dict=dict(tiny, cold_item_share=0.5, tune_cold_items=True, tasks=TASKS[:2])
+    )
     pipeline = TaskPipeline(config, get_model("PCL"))
     cold = set(pipeline.data.cold_items.tolist())
     assert abs(len(cold) - (pipeline.data.dataset.item_num - 1) / 2) <= 1
@@ -155,7 +185,9 @@ def test_rq4_mlp_on_user_vectors(tiny):
     assert set(rows) == {"PCL", "SSP", "NP"} and all(0 <= r["test_accuracy"] <= 1 for r in rows.values())
     assert all(len(f) == 2 for f in result["fits"].values())  # two folds each
     fit = result["fits"]["PCL"][0]
-    assert fit["seconds_to_best"] == fit["times"][fit["best_epoch"] - 1] and max(fit["curve"]) == pytest.approx(max(fit["curve"]))
+    assert fit["seconds_to_best"] == fit["times"][fit["best_epoch"] - 1] and max(fit["curve"]) == pytest.approx(
+        max(fit["curve"])
+    )
 
 
 def test_experiment_command_errors(capsys, tmp_path):

@@ -1,12 +1,13 @@
 """Each baseline's defining property, on a tiny fixture (the PCL paper's Table 1 methods)."""
+
 import copy
 import os
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import ML100K_TASKS
+
 from recbole_pcl.quick_start import run_recbole_pcl
 from recbole_pcl.trainer.mgda import min_norm_weights, project_to_simplex
 from recbole_pcl.utils import safe_load
@@ -20,7 +21,11 @@ def tiny(task_run):
 
 
 def _stages(run_dir):
-    return {f: safe_load(os.path.join(run_dir, f))["state_dict"] for f in sorted(os.listdir(run_dir)) if f.startswith("stage-")}
+    return {
+        f: safe_load(os.path.join(run_dir, f))["state_dict"]
+        for f in sorted(os.listdir(run_dir))
+        if f.startswith("stage-")
+    }
 
 
 # ----- MGDA's min-norm solver -----------------------------------------------------------------------
@@ -84,7 +89,9 @@ def test_fineall_keeps_one_backbone_per_task_from_t1s(tiny, monkeypatch):
         assert not any(k.startswith(BACKBONE) for k in own)  # T1's backbone is never rewritten
         for key, value in copied[name].items():  # every task starts from the pretrained weights ...
             assert torch.equal(value, t1[key]), (name, key)
-        assert not torch.equal(own[f"task_backbones.{name}.item_embedding.weight"], t1["item_embedding.weight"])  # ... and moves
+        assert not torch.equal(
+            own[f"task_backbones.{name}.item_embedding.weight"], t1["item_embedding.weight"]
+        )  # ... and moves
     rows = {r["task"]: r for r in result["tasks"]}
     assert rows["next_click"]["after_stage"] == rows["next_click"]["hit@10"]  # T1 is served by its own backbone
     assert all(rows[n]["BWT%"] == 0 for n in ("next_4star", "next_5star", "next_genre"))
@@ -103,8 +110,13 @@ def test_sinmo_final_model_is_the_one_after_the_last_task(tiny, monkeypatch):
 
     final = {}
     evaluate = TaskPipeline.evaluate
-    monkeypatch.setattr(TaskPipeline, "evaluate", lambda self, model, task, phase="test": final.update(
-        {k: v.clone() for k, v in model.state_dict().items()}) or evaluate(self, model, task, phase))
+    monkeypatch.setattr(
+        TaskPipeline,
+        "evaluate",
+        lambda self, model, task, phase="test": (
+            final.update({k: v.clone() for k, v in model.state_dict().items()}) or evaluate(self, model, task, phase)
+        ),
+    )
     result = run_recbole_pcl("SinMo", "ml-100k", config_dict=tiny)
     stages = _stages(result["run_dir"])
     last, first = stages["stage-03-next_genre.pth"], stages["stage-00-next_click.pth"]
@@ -185,8 +197,14 @@ def test_mgda_step_is_the_weighted_losses_step():
     from recbole_pcl.trainer import JointTrainer
 
     torch.manual_seed(0)
-    model = torch.nn.ModuleDict({"shared": torch.nn.Linear(4, 3), "a": torch.nn.Linear(3, 1), "b": torch.nn.Linear(3, 2),
-                                 "unused": torch.nn.Linear(1, 1)})
+    model = torch.nn.ModuleDict(
+        {
+            "shared": torch.nn.Linear(4, 3),
+            "a": torch.nn.Linear(3, 1),
+            "b": torch.nn.Linear(3, 2),
+            "unused": torch.nn.Linear(1, 1),
+        }
+    )
     reference, initial = copy.deepcopy(model), copy.deepcopy(model)
     x = torch.randn(5, 4)
 

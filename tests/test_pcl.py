@@ -1,14 +1,15 @@
 """PCL and the continual run: prompts, frozen backbone, pretraining modes, stages, resume."""
+
 import copy
 import json
 import os
 
 import pytest
 import torch
-
 from conftest import ML100K_TASKS
 from recbole.data.interaction import Interaction
 from recbole.model.sequential_recommender.sasrec import SASRec
+
 from recbole_pcl.config import Config
 from recbole_pcl.data.continual import ContinualData
 from recbole_pcl.quick_start import run_recbole_pcl
@@ -32,11 +33,22 @@ def test_backbone_frozen_and_t1_unchanged(tiny_pcl, monkeypatch):
 
     final_states = []
     evaluate = TaskPipeline.evaluate
-    monkeypatch.setattr(TaskPipeline, "evaluate", lambda self, model, task, phase="test": final_states.append(
-        {k: v.clone() for k, v in model.state_dict().items()}) or evaluate(self, model, task, phase))
+    monkeypatch.setattr(
+        TaskPipeline,
+        "evaluate",
+        lambda self, model, task, phase="test": (
+            final_states.append({k: v.clone() for k, v in model.state_dict().items()})
+            or evaluate(self, model, task, phase)
+        ),
+    )
     result = run_recbole_pcl("PCL", "ml-100k", config_dict=tiny_pcl)
     files = _stage_files(result["run_dir"])
-    assert files == ["stage-00-next_click.pth", "stage-01-next_4star.pth", "stage-02-next_5star.pth", "stage-03-next_genre.pth"]
+    assert files == [
+        "stage-00-next_click.pth",
+        "stage-01-next_4star.pth",
+        "stage-02-next_5star.pth",
+        "stage-03-next_genre.pth",
+    ]
     states = [safe_load(os.path.join(result["run_dir"], f))["state_dict"] for f in files]
     # stage 0 holds the backbone; later stages hold their task's tensors only, never the backbone
     assert set(states[0]) == set(SASRec_keys(states[0])) and "item_embedding.weight" in states[0]
@@ -69,7 +81,9 @@ def SASRec_keys(state):
 
 def _model_and_batch(tiny_pcl, mode, **settings):
     no_dropout = dict(hidden_dropout_prob=0.0, attn_dropout_prob=0.0, contextual_prompt="none")
-    config = Config("PCL", "ml-100k", config_dict=dict(tiny_pcl, tasks=TASKS, pretrain_mode=mode, **dict(no_dropout, **settings)))
+    config = Config(
+        "PCL", "ml-100k", config_dict=dict(tiny_pcl, tasks=TASKS, pretrain_mode=mode, **dict(no_dropout, **settings))
+    )
     data = ContinualData(config)
     dataset = data.tasks[0].train._dataset
     from recbole_pcl.model.sequential_recommender.pcl import PCL
@@ -187,15 +201,21 @@ def test_sampled_ranking_deduplication_keeps_each_users_own_sequence(tiny_pcl):
     pcl, _ = _pcl_with_tasks(tiny_pcl, contextual_prompt="none")
     pcl.begin_task("t2")
     pcl.eval()
-    seqs = torch.tensor([[1, 2, 3, 0, 0, 0, 0, 0, 0, 0], [4, 5, 6, 7, 8, 9, 0, 0, 0, 0], [1, 2, 3, 4, 0, 0, 0, 0, 0, 0]])
+    seqs = torch.tensor(
+        [[1, 2, 3, 0, 0, 0, 0, 0, 0, 0], [4, 5, 6, 7, 8, 9, 0, 0, 0, 0], [1, 2, 3, 4, 0, 0, 0, 0, 0, 0]]
+    )
     lens = torch.tensor([3, 6, 4])
     rows = torch.tensor([1, 0, 2, 1, 0, 2, 2, 1])  # users interleaved, each repeated (as uni100 batches are)
     items = torch.tensor([11, 12, 13, 14, 15, 16, 17, 18])
     batch = Interaction({"item_id_list": seqs[rows], "item_length": lens[rows], "item_id": items})
     with torch.no_grad():
         scores = pcl.predict(batch)
-        expected = torch.stack([(pcl.forward(seqs[r : r + 1], lens[r : r + 1], "t2")[0] * pcl.item_embedding.weight[i]).sum()
-                                for r, i in zip(rows.tolist(), items.tolist())])
+        expected = torch.stack(
+            [
+                (pcl.forward(seqs[r : r + 1], lens[r : r + 1], "t2")[0] * pcl.item_embedding.weight[i]).sum()
+                for r, i in zip(rows.tolist(), items.tolist())
+            ]
+        )
     assert torch.allclose(scores, expected, atol=1e-6)
 
 
@@ -220,13 +240,18 @@ def test_token_seq_attribute_adds_the_mean_of_the_items_tokens(tiny_pcl):
 def test_mlp_adapter_and_item_attribute_train_in_a_run(tiny_pcl):
     tasks = copy.deepcopy(TASKS[:1] + TASKS[3:4])
     tasks[1]["attribute"] = "class"  # genre embeddings of the input items (token_seq)
-    result = run_recbole_pcl("PCL", "ml-100k", config_dict=dict(tiny_pcl, tasks=tasks, adapter="mlp", contextual_prompt="none"))
+    result = run_recbole_pcl(
+        "PCL", "ml-100k", config_dict=dict(tiny_pcl, tasks=tasks, adapter="mlp", contextual_prompt="none")
+    )
     row = {r["task"]: r for r in result["tasks"]}["next_genre"]
     d, classes, genres = 16, 19, 19 + 1
     # prompt (10 x 16) + MLP (16x16 + 16, then 16x19 + 19) + genre embeddings (20 x 16)
     assert row["trainable_params"] == 10 * d + (d * d + d) + (d * classes + classes) + genres * d
     state = safe_load(os.path.join(result["run_dir"], "stage-01-next_genre.pth"))["state_dict"]
-    assert state["heads.next_genre.0.weight"].shape == (d, d) and state["heads.next_genre.3.weight"].shape == (classes, d)
+    assert state["heads.next_genre.0.weight"].shape == (d, d) and state["heads.next_genre.3.weight"].shape == (
+        classes,
+        d,
+    )
     assert 0 < row["accuracy"] <= 1 and row["BWT%"] == 0
 
 
@@ -255,10 +280,10 @@ def test_stage_training_loop_equals_recboles(tiny_pcl):
     import copy as copy_module
 
     from recbole.trainer import Trainer as RecBoleTrainer
-    from recbole_pcl.model.sequential_recommender.pcl import PCL
-    from recbole_pcl.trainer import ContinualTrainer
 
+    from recbole_pcl.model.sequential_recommender.pcl import PCL
     from recbole_pcl.pipeline import TaskPipeline
+    from recbole_pcl.trainer import ContinualTrainer
 
     pipeline = TaskPipeline(Config("PCL", "ml-100k", config_dict=dict(tiny_pcl, tasks=TASKS)), PCL)
     task = pipeline.tasks[1]

@@ -1,18 +1,18 @@
 """The plugin skeleton: model lookup, CLI errors, config precedence, RecBole equivalence, checkpoints."""
+
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
-
 from conftest import REPO
+
+import run_recbole_pcl as cli
 from recbole_pcl.config import Config
 from recbole_pcl.quick_start import run_recbole_pcl
 from recbole_pcl.utils import PCLError, get_model, get_trainer, safe_load
 from recbole_pcl.utils.checkpoint import atomic_torch_save
-
-import run_recbole_pcl as cli
 
 
 def _cli(*args):
@@ -138,13 +138,26 @@ def test_atomic_write_keeps_old_file_on_crash(tmp_path, monkeypatch):
 def test_installed_package_finds_property_files(tmp_path):
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(REPO),
+        ],
         check=True,
         timeout=300,
         capture_output=True,
     )
     code = "from recbole_pcl.utils import properties_dir; print(properties_dir())"
     env = dict(os.environ, PYTHONPATH=str(target))
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
     props = out.stdout.strip()
     assert props.startswith(str(target)) and os.path.isfile(os.path.join(props, "overall.yaml"))

@@ -5,6 +5,7 @@ place of their own sizes; their other settings (an ablation's ``--prompt_length=
 blocks run with TINY merged under their own ``config_dict``; benchmark scripts get the small-size
 arguments in BENCHMARK_ARGS. Setup commands (make, pip) are what CI itself runs.
 """
+
 import re
 import shlex
 import subprocess
@@ -12,24 +13,45 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 import recbole_pcl.quick_start as quick_start
 import run_experiment
 import run_recbole_pcl
 from recbole_pcl.experiment import merge
 
 TINY = {
-    "user_inter_num_interval": "[20,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
-    "n_layers": 1, "n_heads": 1, "context_heads": 1, "epochs": 1, "prompt_length": 3, "train_batch_size": 128,
-    "eval_batch_size": 256, "show_progress": False, "state": "WARNING", "use_gpu": False,
-    "runner": "serial", "n_folds": 2,  # Ray itself is tested in tests/test_experiments.py
+    "user_inter_num_interval": "[20,40]",
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "hidden_size": 16,
+    "inner_size": 32,
+    "n_layers": 1,
+    "n_heads": 1,
+    "context_heads": 1,
+    "epochs": 1,
+    "prompt_length": 3,
+    "train_batch_size": 128,
+    "eval_batch_size": 256,
+    "show_progress": False,
+    "state": "WARNING",
+    "use_gpu": False,
+    "runner": "serial",
+    "n_folds": 2,  # Ray itself is tested in tests/test_experiments.py
 }
 TINY_ARGS = [f"--{k}={v}" for k, v in TINY.items() if k not in ("runner", "n_folds")]
 BENCHMARK_ARGS = {
     "benchmarks/speed.py": TINY_ARGS + ["--contextual_prompt=random"],
     "benchmarks/scale_tenrec.py": ["--users=150", "--items=120", "--categories=8", "--length=30"] + TINY_ARGS,
-    "benchmarks/convert_ml25m_memory.py": ["--ratings", "20000", "--users", "300", "--movies", "500", "--chunksize", "5000"],
+    "benchmarks/convert_ml25m_memory.py": [
+        "--ratings",
+        "20000",
+        "--users",
+        "300",
+        "--movies",
+        "500",
+        "--chunksize",
+        "5000",
+    ],
 }
 SIZES = {"user_inter_num_interval", "MAX_ITEM_LIST_LENGTH", "hidden_size", "inner_size", "n_layers", "epochs"}
 SETUP = ("make ", "pip ", "TORCH_SPEC=")  # environment setup: run by CI (.ci/run), not from a test
@@ -78,8 +100,16 @@ def _run_cli(words, tmp_path):
 
 def test_every_readme_command_runs(tmp_path, monkeypatch):
     run, load = quick_start.run_recbole_pcl, quick_start.load_continual_run
-    monkeypatch.setattr(quick_start, "run_recbole_pcl", lambda *a, config_dict=None, **k: run(*a, config_dict={**TINY, **(config_dict or {})}, **k))
-    monkeypatch.setattr(quick_start, "load_continual_run", lambda *a, config_dict=None, **k: load(*a, config_dict={**TINY, **(config_dict or {})}, **k))
+    monkeypatch.setattr(
+        quick_start,
+        "run_recbole_pcl",
+        lambda *a, config_dict=None, **k: run(*a, config_dict={**TINY, **(config_dict or {})}, **k),
+    )
+    monkeypatch.setattr(
+        quick_start,
+        "load_continual_run",
+        lambda *a, config_dict=None, **k: load(*a, config_dict={**TINY, **(config_dict or {})}, **k),
+    )
     ran = []
     for kind, block in readme_blocks():
         if kind == "python":
@@ -95,8 +125,12 @@ def test_every_readme_command_runs(tmp_path, monkeypatch):
                 args = [str(REPO / a) if (REPO / a).is_file() else a for a in words[3:] if not a.startswith("--out=")]
                 assert merge.main([*args, f"--out={tmp_path / 'merged'}"]) == 0, line
             elif words[0] == "python" and words[1] in BENCHMARK_ARGS:
-                result = subprocess.run([sys.executable, str(REPO / words[1]), *words[2:], *BENCHMARK_ARGS[words[1]]],
-                                        capture_output=True, text=True, timeout=600)
+                result = subprocess.run(
+                    [sys.executable, str(REPO / words[1]), *words[2:], *BENCHMARK_ARGS[words[1]]],
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
                 assert result.returncode == 0, f"{line}\n{result.stderr[-2000:]}"
             else:
                 pytest.fail(f"README command not covered by this test: {line}")

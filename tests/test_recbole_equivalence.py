@@ -3,11 +3,11 @@ with the same configuration and seed: a general model (BPR), a graph model built
 adjacency fix (LightGCN) and a recurrent sequential model (GRU4Rec). SASRec is covered in
 tests/test_plugin.py::test_sasrec_equals_stock_recbole.
 """
+
 import pytest
+from test_plugin import _stock_recbole
 
 from recbole_pcl.quick_start import run_recbole_pcl
-from quick_runs import quick_runs  # noqa: F401  (fixture)
-from test_plugin import _stock_recbole
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
 """Continual runs: identity, stage reuse, deterministic resume and append, one writer, no leftovers."""
+
 import copy
 import os
 import shutil
@@ -11,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import ML100K_TASKS, REPO
+
 from recbole_pcl.config import Config
 from recbole_pcl.data.tasks import parse_tasks
 from recbole_pcl.model.sequential_recommender.pcl import PCL
@@ -70,7 +71,11 @@ CHANGES = {
     "lambda": ({"context_lambda": 0.1}, 1, "setting 'context_lambda'"),
     "prompt_init": ({"prompt_init": "random"}, 1, "setting 'prompt_init'"),
     "label interval": ({"tasks": _tasks_with(1, interval="[1,2]")}, 1, "task 2 (next_4star) 'interval'"),
-    "description": ({"tasks": _tasks_with(2, description="predict something else")}, 2, "task 3 (next_5star) 'description'"),
+    "description": (
+        {"tasks": _tasks_with(2, description="predict something else")},
+        2,
+        "task 3 (next_5star) 'description'",
+    ),
     "task order": ({"tasks": [TASKS[0], TASKS[2], TASKS[1], TASKS[3]]}, 1, "task 2 (next_4star) 'name'"),
     "eval mode": ({"task_eval_mode": "full"}, 0, "setting 'task_eval_mode'"),
 }
@@ -81,7 +86,11 @@ def test_identity_changes_exactly_where_a_setting_acts(tiny_run, tmp_path, chang
     dataset = "ml-100k"
     if change == "data file":
         dataset, base_dict = "mlcopy", dict(tiny_run, data_path=_ml100k_copy(tmp_path / "a"))
-        changed_dict, first, key = dict(tiny_run, data_path=_ml100k_copy(tmp_path / "b", True)), 0, "data file mlcopy.inter"
+        changed_dict, first, key = (
+            dict(tiny_run, data_path=_ml100k_copy(tmp_path / "b", True)),
+            0,
+            "data file mlcopy.inter",
+        )
     else:
         base_dict = tiny_run
         overrides, first, key = CHANGES[change]
@@ -96,7 +105,9 @@ def test_identity_changes_exactly_where_a_setting_acts(tiny_run, tmp_path, chang
 
 def test_identity_ignores_what_cannot_change_numbers(tiny_run, tmp_path):
     base = _identity(tiny_run)
-    same = _identity(dict(tiny_run, show_progress=True, state="INFO", checkpoint_dir=str(tmp_path / "elsewhere"), fwt_reference=True))
+    same = _identity(
+        dict(tiny_run, show_progress=True, state="INFO", checkpoint_dir=str(tmp_path / "elsewhere"), fwt_reference=True)
+    )
     assert base.run() == same.run()
     # the same files in another folder are the same data
     copies = [_identity(dict(tiny_run, data_path=_ml100k_copy(tmp_path / d)), "mlcopy") for d in "ab"]
@@ -107,7 +118,11 @@ def test_identity_ignores_what_cannot_change_numbers(tiny_run, tmp_path):
 
 
 def _stage_tensors(run_dir):
-    return {f: safe_load(os.path.join(run_dir, f))["state_dict"] for f in sorted(os.listdir(run_dir)) if f.startswith("stage-")}
+    return {
+        f: safe_load(os.path.join(run_dir, f))["state_dict"]
+        for f in sorted(os.listdir(run_dir))
+        if f.startswith("stage-")
+    }
 
 
 def _assert_same_tensors(a, b):
@@ -131,14 +146,23 @@ def test_changed_setting_never_reuses_stale_stages(tiny_run):
     second = run_recbole_pcl("PCL", "ml-100k", config_dict=dict(two, context_lambda=0.1))
     assert second["run_dir"] != first["run_dir"]
     a, b = _stage_tensors(first["run_dir"]), _stage_tensors(second["run_dir"])
-    assert os.path.samefile(*(os.path.join(r, "stage-00-next_click.pth") for r in (first["run_dir"], second["run_dir"])))
-    assert not torch.equal(a["stage-01-next_4star.pth"]["frozen_context.next_4star"], b["stage-01-next_4star.pth"]["frozen_context.next_4star"])
+    assert os.path.samefile(
+        *(os.path.join(r, "stage-00-next_click.pth") for r in (first["run_dir"], second["run_dir"]))
+    )
+    assert not torch.equal(
+        a["stage-01-next_4star.pth"]["frozen_context.next_4star"],
+        b["stage-01-next_4star.pth"]["frozen_context.next_4star"],
+    )
     assert second["final"]["next_4star"] != first["final"]["next_4star"]
     # the first run's directory, given explicitly with other settings, is refused naming the key
     with pytest.raises(PCLError, match=r"holds another run: setting 'context_lambda' is 1\.0 there, 0\.1 here"):
         run_recbole_pcl("PCL", "ml-100k", config_dict=dict(two, context_lambda=0.1, run_dir=first["run_dir"]))
     with pytest.raises(PCLError, match=r"task 2 \(next_4star\) 'interval'"):
-        run_recbole_pcl("PCL", "ml-100k", config_dict=dict(two, tasks=_tasks_with(1, interval="[1,2]")[:2], run_dir=first["run_dir"]))
+        run_recbole_pcl(
+            "PCL",
+            "ml-100k",
+            config_dict=dict(two, tasks=_tasks_with(1, interval="[1,2]")[:2], run_dir=first["run_dir"]),
+        )
     assert _mtimes(first["run_dir"]) == before
 
 
@@ -167,7 +191,13 @@ def test_resume_and_append_are_bit_identical_to_an_uninterrupted_run(tiny_run, t
 
 
 def _cli_process(config_file, **kwargs):
-    command = [sys.executable, str(REPO / "run_recbole_pcl.py"), "--model=PCL", "--dataset=ml-100k", f"--config_files={config_file}"]
+    command = [
+        sys.executable,
+        str(REPO / "run_recbole_pcl.py"),
+        "--model=PCL",
+        "--dataset=ml-100k",
+        f"--config_files={config_file}",
+    ]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -221,8 +251,14 @@ def test_failed_or_killed_runs_leave_nothing_behind(tiny_run, tmp_path, monkeypa
     (open(os.path.join(run_dir, ".tmp-killed.pth"), "wb")).write(b"partial")
     again = run_recbole_pcl("PCL", "ml-100k", config_dict=two)
     assert sorted(os.listdir(run_dir)) == [
-        ".lock", "results.csv", "results.json", "results.md", "results.png", "run.json",
-        "stage-00-next_click.pth", "stage-01-next_4star.pth",
+        ".lock",
+        "results.csv",
+        "results.json",
+        "results.md",
+        "results.png",
+        "run.json",
+        "stage-00-next_click.pth",
+        "stage-01-next_4star.pth",
     ]
     assert again["final"] == result["final"]
 
@@ -255,7 +291,9 @@ def test_run_directory_refuses_a_stage_file_of_another_run(tmp_path):
 
     with RunDirectory(tmp_path / "r", tmp_path / "stages", Identity()) as directory:
         directory.save("stage-00-t.pth", {"settings": {"epochs": 1}}, {"w": torch.ones(2)}, {"seconds": 1})
-        assert torch.equal(directory.load("stage-00-t.pth", {"settings": {"epochs": 1}})["state_dict"]["w"], torch.ones(2))
+        assert torch.equal(
+            directory.load("stage-00-t.pth", {"settings": {"epochs": 1}})["state_dict"]["w"], torch.ones(2)
+        )
         with pytest.raises(PCLError, match=r"belongs to another run: setting 'epochs' is 1 there, 2 here"):
             directory.load("stage-00-t.pth", {"settings": {"epochs": 2}})
         with open(directory.file("stage-01-u.pth"), "wb") as f:

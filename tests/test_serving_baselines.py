@@ -1,12 +1,13 @@
 """Serving the final model, the TaskPrior and head-only references, and dataset builders."""
+
 import csv
 import logging
 import os
 
 import pytest
 import torch
-
 from conftest import ML100K_TASKS, REPO, SHARED
+
 from recbole_pcl.quick_start import load_continual_run, run_recbole_pcl
 from recbole_pcl.utils import PCLError
 
@@ -43,7 +44,6 @@ def test_serving_predictions_and_user_vectors(tiny_run, tmp_path):
         predictor.recommend("next_genre", users)
 
 
-
 def test_serving_refuses_missing_runs_and_bad_requests(tiny_run, monkeypatch):
     from recbole_pcl.model import text_encoder
 
@@ -61,7 +61,9 @@ def test_serving_refuses_missing_runs_and_bad_requests(tiny_run, monkeypatch):
     n_items = predictor.data.dataset.item_num - 1
     assert len(predictor.recommend("next_4star", user, k=n_items)[0]) == n_items  # every item, never [PAD]
     for k in (0, -1, n_items + 1, 2.5):
-        with pytest.raises(PCLError, match=f"k must be an integer from 1 to the number of items \\({n_items}\\), got {k}"):
+        with pytest.raises(
+            PCLError, match=f"k must be an integer from 1 to the number of items \\({n_items}\\), got {k}"
+        ):
             predictor.recommend("next_4star", user, k=k)
 
 
@@ -98,11 +100,23 @@ def test_head_only_reference_trains_adapters_only(tiny_run):
 
 def test_tenrec_falls_back_to_synthetic_with_warning(tmp_path, caplog):
     config = {
-        "data_path": str(tmp_path / "dataset"), "raw_data_path": str(tmp_path / "missing.csv"),
-        "synthetic_tenrec": {"n_users": 150, "n_items": 120}, "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16,
-        "inner_size": 32, "n_layers": 1, "n_heads": 1, "context_heads": 1, "epochs": 1, "prompt_length": 3,
-        "show_progress": False, "state": "WARNING", "use_gpu": False, "checkpoint_dir": str(tmp_path / "saved"),
-        "fwt_reference": False, "contextual_prompt": "none",
+        "data_path": str(tmp_path / "dataset"),
+        "raw_data_path": str(tmp_path / "missing.csv"),
+        "synthetic_tenrec": {"n_users": 150, "n_items": 120},
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "hidden_size": 16,
+        "inner_size": 32,
+        "n_layers": 1,
+        "n_heads": 1,
+        "context_heads": 1,
+        "epochs": 1,
+        "prompt_length": 3,
+        "show_progress": False,
+        "state": "WARNING",
+        "use_gpu": False,
+        "checkpoint_dir": str(tmp_path / "saved"),
+        "fwt_reference": False,
+        "contextual_prompt": "none",
     }
     with caplog.at_level(logging.WARNING):
         result = run_recbole_pcl("PCL", "tenrec", config_dict=config)
@@ -117,13 +131,17 @@ def test_tenrec_falls_back_to_synthetic_with_warning(tmp_path, caplog):
 @pytest.mark.skipif(not (SHARED / "data" / "ml-latest-small").is_dir(), reason="../shared/data/ml-latest-small absent")
 def test_movielens_builder_feeds_the_task_sequence(tmp_path):
     config = {
-        "data_path": str(tmp_path / "dataset"), "raw_data_path": str(SHARED / "data" / "ml-latest-small"),
-        "state": "WARNING", "pretrain_mode": "causal",
+        "data_path": str(tmp_path / "dataset"),
+        "raw_data_path": str(SHARED / "data" / "ml-latest-small"),
+        "state": "WARNING",
+        "pretrain_mode": "causal",
     }
     from recbole_pcl.config import Config
     from recbole_pcl.data.continual import ContinualData
 
-    data = ContinualData(Config("PCL", "ml-latest-small", [str(REPO / "properties" / "dataset" / "ml-25m.yaml")], config))
+    data = ContinualData(
+        Config("PCL", "ml-latest-small", [str(REPO / "properties" / "dataset" / "ml-25m.yaml")], config)
+    )
     summary = {r["task"]: r for r in data.summary_rows()}
     assert summary["next_click"]["labelled users"] == 610
     assert 0 < summary["next_5star"]["labelled users"] < summary["next_4star"]["labelled users"] <= 610
@@ -136,5 +154,9 @@ def test_serving_in_batches_equals_serving_at_once(tiny_run):
     everyone = predictor.predict("next_4star", batch_size=len(predictor.users))
     assert everyone.shape == (len(predictor.users), predictor.data.dataset.item_num)
     assert torch.allclose(predictor.predict("next_4star", batch_size=7), everyone, atol=1e-5)
-    assert predictor.recommend("next_4star", k=5, batch_size=7) == predictor.recommend("next_4star", k=5, batch_size=10_000)
-    assert torch.allclose(predictor.user_representation(batch_size=7), predictor.user_representation(batch_size=10_000), atol=1e-6)
+    assert predictor.recommend("next_4star", k=5, batch_size=7) == predictor.recommend(
+        "next_4star", k=5, batch_size=10_000
+    )
+    assert torch.allclose(
+        predictor.user_representation(batch_size=7), predictor.user_representation(batch_size=10_000), atol=1e-6
+    )

@@ -1,12 +1,13 @@
 """Task sequences from yaml, leakage-free splits and per-task data (issue: continual task datasets)."""
+
 import copy
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import ML100K_TASKS
+
 from recbole_pcl.config import Config
 from recbole_pcl.data.continual import ContinualData
 from recbole_pcl.data.tasks import parse_tasks
@@ -39,18 +40,32 @@ def fixture_dataset(tmp_path):
             rows.append((f"u{u}", f"i{i}", int(rng.integers(1, 6)), int(t)))
     d = tmp_path / "fx"
     d.mkdir()
-    pd.DataFrame(rows).to_csv(d / "fx.inter", sep="\t", index=False, header=["user_id:token", "item_id:token", "rating:float", "timestamp:float"])
+    pd.DataFrame(rows).to_csv(
+        d / "fx.inter",
+        sep="\t",
+        index=False,
+        header=["user_id:token", "item_id:token", "rating:float", "timestamp:float"],
+    )
     genres = ["Drama", "Comedy Drama", "Action", "Horror Comedy"]
-    (d / "fx.item").write_text("item_id:token\tclass:token_seq\n" + "".join(f"i{i}\t{genres[i % 4]}\n" for i in range(30)))
+    (d / "fx.item").write_text(
+        "item_id:token\tclass:token_seq\n" + "".join(f"i{i}\t{genres[i % 4]}\n" for i in range(30))
+    )
     (d / "fx.user").write_text("user_id:token\tage:token\n" + "".join(f"u{u}\t{20 + u}\n" for u in range(40)))
     return tmp_path, pd.DataFrame(rows, columns=["user", "item", "rating", "ts"])
 
 
 def _config(data_path, tasks, **extra):
     cfg = {
-        "data_path": str(data_path), "tasks": tasks, "MAX_ITEM_LIST_LENGTH": 8, "label_window": 5,
-        "state": "WARNING", "show_progress": False, "train_batch_size": 64, "eval_batch_size": 64,
-        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]}, "pretrain_mode": "prefix",
+        "data_path": str(data_path),
+        "tasks": tasks,
+        "MAX_ITEM_LIST_LENGTH": 8,
+        "label_window": 5,
+        "state": "WARNING",
+        "show_progress": False,
+        "train_batch_size": 64,
+        "eval_batch_size": 64,
+        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
+        "pretrain_mode": "prefix",
     }
     cfg.update(extra)
     return Config("SASRec", "fx" if "dataset" not in extra else extra.pop("dataset"), config_dict=cfg)
@@ -86,7 +101,9 @@ def test_leakage_free_splits(fixture_dataset):
             assert {ds.token2id("user_id", u) for u in users} <= set(data.split[phase].tolist())
             for r, u in enumerate(users):
                 g = seqs[u]
-                items = [ds.id2token("item_id", i) for i in inter["item_id_list"][r][: inter["item_length"][r]].tolist()]
+                items = [
+                    ds.id2token("item_id", i) for i in inter["item_id_list"][r][: inter["item_length"][r]].tolist()
+                ]
                 if task.spec.source == "user_field":
                     assert items == list(g["item"])[-8:]  # profile: the latest history
                     continue
@@ -162,7 +179,9 @@ def test_ml100k_task_sequence_and_profile_tasks():
     names = [t.spec.name for t in data.tasks]
     assert names == ["next_click", "next_4star", "next_5star", "next_genre", "age_group", "gender", "occupation"]
     summary = {r["task"]: r for r in data.summary_rows()}
-    counts = pd.read_csv(Path(config["data_path"]) / "ml-100k.inter", sep="\t")["user_id:token"].value_counts().to_numpy()
+    counts = (
+        pd.read_csv(Path(config["data_path"]) / "ml-100k.inter", sep="\t")["user_id:token"].value_counts().to_numpy()
+    )
     history = counts - np.minimum(10, counts - 3)  # T1 interactions before the reserved labels
     windows = int(np.ceil((history - 3) / 50).sum())  # causal: every T1 target, in windows of n = 50
     assert summary["next_click"]["labelled users"] == 943 and summary["next_click"]["train"] == windows == 2261
@@ -188,7 +207,12 @@ def test_causal_pretraining_windows_cover_t1_targets(fixture_dataset, mode):
     raw = raw.sort_values(["user", "ts"], kind="stable")
     trained = {}
     inter = data.tasks[0].train._dataset.inter_feat
-    for u, seq, length, target in zip(inter["user_id"].tolist(), inter["item_id_list"].tolist(), inter["item_length"].tolist(), inter["item_id"].tolist()):
+    for u, seq, length, target in zip(
+        inter["user_id"].tolist(),
+        inter["item_id_list"].tolist(),
+        inter["item_length"].tolist(),
+        inter["item_id"].tolist(),
+    ):
         assert 1 <= length <= n
         targets = seq[1:length] + [target]  # what causal pretraining predicts from this row
         trained.setdefault(ds.id2token("user_id", u), []).extend(ds.id2token("item_id", targets).tolist())

@@ -11,6 +11,7 @@ are read as Python literals (numbers, lists, dicts, true/false/none), never eval
 Every setting the user gives is checked when the Config is built (:mod:`.validation`): unknown keys,
 types, ranges and allowed values fail at once with a :class:`PCLError` naming the key.
 """
+
 import ast
 import inspect
 import os
@@ -61,19 +62,22 @@ class Config(RecBoleConfig):
         merged = {}
         for file in file_list or []:
             try:
-                with open(file, "r", encoding="utf-8") as f:
+                with open(file, encoding="utf-8") as f:
                     content = yaml.load(f.read(), Loader=self.yaml_loader)
             except yaml.YAMLError as e:
                 where = getattr(e, "problem_mark", None)
                 line = f" (line {where.line + 1})" if where is not None else ""
-                raise PCLError(f"config file {file} is not valid YAML{line}: {getattr(e, 'problem', None) or e}") from None
+                raise PCLError(
+                    f"config file {file} is not valid YAML{line}: {getattr(e, 'problem', None) or e}"
+                ) from None
             except (OSError, UnicodeDecodeError) as e:
                 raise PCLError(f"config file {file} cannot be read: {e}") from None
             if content is not None and not isinstance(content, dict):
-                raise PCLError(f"config file {file} must be a mapping of 'key: value' lines, not a {type(content).__name__}")
+                raise PCLError(
+                    f"config file {file} must be a mapping of 'key: value' lines, not a {type(content).__name__}"
+                )
             merged.update(content or {})
         return merged
-
 
     def _load_cmd_line(self):
         cmd_config_dict = {}

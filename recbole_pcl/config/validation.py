@@ -10,6 +10,7 @@ Two checks, both on the keys the user gave (files, ``config_dict``, ``--key=valu
   would otherwise surface as a traceback deep inside (or be accepted silently); any other key whose
   default is a number or a boolean must be given as one.
 """
+
 import difflib
 import functools
 import inspect
@@ -45,7 +46,9 @@ class Rule:
             raise PCLError(f"setting '{key}' must be {self.describe()}, got {value!r}")
 
     def describe(self):
-        text = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a text", "list": "a list"}[self.kind]
+        text = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a text", "list": "a list"}[
+            self.kind
+        ]
         bounds = []
         if self.low is not None:
             bounds.append(f"{'>' if self.low_open else '>='} {self.low:g}")
@@ -147,22 +150,30 @@ def validate(final, user_keys, default_types):
         value = final[key]
         if key in RULES:
             RULES[key].check(key, value)
-        elif value is not None and default_types.get(key) in ("int", "float", "bool") and not _is_kind(value, default_types[key]):
+        elif (
+            value is not None
+            and default_types.get(key) in ("int", "float", "bool")
+            and not _is_kind(value, default_types[key])
+        ):
             raise PCLError(f"setting '{key}' must be {Rule(default_types[key]).describe()}, got {value!r}")
     ratios = final.get("task_split")
-    if "task_split" in user_keys and (
-        len(ratios) != 3 or not all(_is_kind(r, "float") and r > 0 for r in ratios)
-    ):
+    if "task_split" in user_keys and (len(ratios) != 3 or not all(_is_kind(r, "float") and r > 0 for r in ratios)):
         raise PCLError(f"setting 'task_split' must be three positive ratios (train, valid, test), got {ratios}")
     if final.get("fold") is not None and final.get("n_folds") is not None and final["fold"] >= final["n_folds"]:
         raise PCLError(f"setting 'fold' must be below 'n_folds' ({final['n_folds']}), got {final['fold']}")
     folds = final.get("compare_folds")
     if folds is not None and (not folds or any(not _is_kind(f, "int") or not 0 <= f < final["n_folds"] for f in folds)):
-        raise PCLError(f"setting 'compare_folds' must be a non-empty list of folds below 'n_folds' ({final['n_folds']}), got {folds!r}")
+        raise PCLError(
+            f"setting 'compare_folds' must be a non-empty list of folds below 'n_folds' ({final['n_folds']}), got {folds!r}"
+        )
     _divides(final, "n_heads", "hidden_size")
     if final.get("contextual_prompt") not in (None, "none"):
         _divides(final, "context_heads", "hidden_size")
-    if "prompt_length" in final and "MAX_ITEM_LIST_LENGTH" in final and final["prompt_length"] > final["MAX_ITEM_LIST_LENGTH"]:
+    if (
+        "prompt_length" in final
+        and "MAX_ITEM_LIST_LENGTH" in final
+        and final["prompt_length"] > final["MAX_ITEM_LIST_LENGTH"]
+    ):
         raise PCLError(
             f"setting 'prompt_length' ({final['prompt_length']}) must not exceed "
             f"'MAX_ITEM_LIST_LENGTH' ({final['MAX_ITEM_LIST_LENGTH']})"

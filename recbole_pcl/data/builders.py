@@ -9,6 +9,7 @@ A dataset yaml names its builder and raw input:
 is not, it generates and converts a SYNTHETIC file with Tenrec's schema instead, and says so.
 Raw inputs must live outside the dataset folder, which is replaced atomically on (re)conversion.
 """
+
 import os
 from logging import getLogger
 

@@ -11,11 +11,11 @@ Splits (leakage-free by construction; ``tests/test_tasks.py`` checks each proper
   * Labelled users are split once into train/valid/test by ``task_split`` with ``seed``; the same
     split holds for every downstream task, so a test user's labels are never trained on, in any task.
 """
+
 import copy
 import os
 from dataclasses import dataclass
 from logging import getLogger
-from typing import List, Optional
 
 import numpy as np
 import torch
@@ -23,8 +23,8 @@ from recbole.data.interaction import Interaction
 from recbole.utils import EvaluatorType, FeatureType
 from tabulate import tabulate
 
-from recbole_pcl.data.tasks import TaskSpec, parse_tasks
 from recbole_pcl.data.builders import prepare_dataset
+from recbole_pcl.data.tasks import TaskSpec, parse_tasks
 from recbole_pcl.data.utils import build_dataloaders, check_dataset_files, load_dataset
 from recbole_pcl.utils.errors import PCLError
 
@@ -39,8 +39,8 @@ class TaskData:
     valid: object
     test: object
     config: object  # the task's Config view (metrics, eval mode, label field)
-    classes: Optional[List[str]] = None  # class tasks: label names, index = class id
-    summary: Optional[dict] = None
+    classes: list[str] | None = None  # class tasks: label names, index = class id
+    summary: dict | None = None
 
     @property
     def num_classes(self):
@@ -58,8 +58,14 @@ def _ensure_loaded(config, source, fields):
 def prepare_config(config, tasks):
     """Load the columns the tasks need (RecBole's ml-100k yaml loads only four inter columns) and keep
     raw values: labels compare ratings with thresholds, so no normalisation."""
-    _ensure_loaded(config, "inter", [config["TIME_FIELD"]] + [t.field for t in tasks if t.source == "next_item" and t.field])
-    _ensure_loaded(config, "item", [t.field for t in tasks if t.source == "next_item_field"] + [t.attribute for t in tasks if t.attribute])
+    _ensure_loaded(
+        config, "inter", [config["TIME_FIELD"]] + [t.field for t in tasks if t.source == "next_item" and t.field]
+    )
+    _ensure_loaded(
+        config,
+        "item",
+        [t.field for t in tasks if t.source == "next_item_field"] + [t.attribute for t in tasks if t.attribute],
+    )
     _ensure_loaded(config, "user", [t.field for t in tasks if t.source == "user_field"])
     config["normalize_all"] = False
     config["normalize_field"] = None
@@ -109,7 +115,9 @@ def cold_items(config, item_num):
     cold-start setting of the PCL paper's RQ3."""
     share = config["cold_item_share"] or 0.0
     items = np.arange(1, item_num)
-    return np.sort(items[np.random.default_rng(config["seed"]).permutation(len(items))[: int(round(share * len(items)))]])
+    return np.sort(
+        items[np.random.default_rng(config["seed"]).permutation(len(items))[: int(round(share * len(items)))]]
+    )
 
 
 class ContinualData:
@@ -183,12 +191,16 @@ class ContinualData:
         index = (first[user] + end - length)[:, None] + offsets
         iids = self._inter[self.dataset.iid_field].to_numpy()[t1_rows]
         seq = np.where(offsets < length[:, None], iids[np.minimum(index, len(iids) - 1)], 0)
-        return template.copy(Interaction({
-            self.dataset.uid_field: torch.as_tensor(self._users[user]),
-            template.item_id_list_field: torch.as_tensor(seq),
-            template.item_list_length_field: torch.as_tensor(length),
-            self.dataset.iid_field: torch.as_tensor(iids[first[user] + end]),
-        }))
+        return template.copy(
+            Interaction(
+                {
+                    self.dataset.uid_field: torch.as_tensor(self._users[user]),
+                    template.item_id_list_field: torch.as_tensor(seq),
+                    template.item_list_length_field: torch.as_tensor(length),
+                    self.dataset.iid_field: torch.as_tensor(iids[first[user] + end]),
+                }
+            )
+        )
 
     @staticmethod
     def _last_prefix_per_user(train):
@@ -217,10 +229,14 @@ class ContinualData:
                 table = tables[suffix]
                 if table is None or fld not in table.columns:
                     raise PCLError(f"task '{spec.name}': label field '{fld}' not found in {base}.{suffix}")
-                if suffix != "inter" and ds.field2type[fld] not in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ) and not (
-                    spec.bins and ds.field2type[fld] == FeatureType.FLOAT
+                if (
+                    suffix != "inter"
+                    and ds.field2type[fld] not in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ)
+                    and not (spec.bins and ds.field2type[fld] == FeatureType.FLOAT)
                 ):
-                    raise PCLError(f"task '{spec.name}': field '{fld}' in {base}.{suffix} must be a token (or float with bins)")
+                    raise PCLError(
+                        f"task '{spec.name}': field '{fld}' in {base}.{suffix} must be a token (or float with bins)"
+                    )
 
     # ----- split ------------------------------------------------------------------------------
     def _split_users(self, config):
@@ -267,8 +283,15 @@ class ContinualData:
         if ftype == FeatureType.TOKEN_SEQ:  # first token of the sequence, 0 when empty
             values = np.array([int(v[0]) if isinstance(v, np.ndarray) and len(v) else 0 for v in values])
         if spec.bins is not None:
-            raw = values.astype(float) if ftype == FeatureType.FLOAT else np.array(
-                [float(t) if t not in ("[PAD]", "") else np.nan for t in ds.id2token(spec.field, values.astype(int))]
+            raw = (
+                values.astype(float)
+                if ftype == FeatureType.FLOAT
+                else np.array(
+                    [
+                        float(t) if t not in ("[PAD]", "") else np.nan
+                        for t in ds.id2token(spec.field, values.astype(int))
+                    ]
+                )
             )
             bins = spec.bins
             names = [f"<{bins[0]:g}"] + [f"[{a:g},{b:g})" for a, b in zip(bins, bins[1:])] + [f">={bins[-1]:g}"]
@@ -313,7 +336,9 @@ class ContinualData:
                 f"task '{spec.name}': the user split leaves no {' and no '.join(empty)} users "
                 f"({summary['labelled users']} labelled users, task_split={list(self.config['task_split'])})"
             )
-        summary["labels"] = len(np.unique(labels[has])) if spec.is_link else f"{len(np.unique(labels[has]))}/{len(classes)} classes"
+        summary["labels"] = (
+            len(np.unique(labels[has])) if spec.is_link else f"{len(np.unique(labels[has]))}/{len(classes)} classes"
+        )
         tc = task_config(self.config, spec)
         return TaskData(spec, index, *build_dataloaders(tc, self._template, loaders), tc, classes, summary)
 
@@ -333,14 +358,18 @@ class ContinualData:
         """Interaction with each user's latest ``MAX_ITEM_LIST_LENGTH`` items (all of their history),
         the input a served model sees. ``user_ids`` are RecBole's internal ids."""
         user_index = np.searchsorted(self._users, user_ids)
-        if (user_index >= len(self._users)).any() or (self._users[np.minimum(user_index, len(self._users) - 1)] != user_ids).any():
+        if (user_index >= len(self._users)).any() or (
+            self._users[np.minimum(user_index, len(self._users) - 1)] != user_ids
+        ).any():
             raise PCLError("some users have no interactions in this dataset")
         seq, length = self._sequences(user_index, self._starts[user_index] + self._lengths[user_index])
-        return Interaction({
-            self.dataset.uid_field: torch.as_tensor(np.asarray(user_ids)),
-            self._template.item_id_list_field: torch.as_tensor(seq),
-            self._template.item_list_length_field: torch.as_tensor(length),
-        })
+        return Interaction(
+            {
+                self.dataset.uid_field: torch.as_tensor(np.asarray(user_ids)),
+                self._template.item_id_list_field: torch.as_tensor(seq),
+                self._template.item_list_length_field: torch.as_tensor(length),
+            }
+        )
 
     # ----- summary ----------------------------------------------------------------------------
     def _t1_summary(self, built):
@@ -359,7 +388,11 @@ class ContinualData:
 
     def summary_table(self):
         ds, config = self.dataset, self.config
-        split = f"task_split={config['task_split']}" if config["fold"] is None else f"fold {config['fold']} of {config['n_folds']}"
+        split = (
+            f"task_split={config['task_split']}"
+            if config["fold"] is None
+            else f"fold {config['fold']} of {config['n_folds']}"
+        )
         head = (
             f"{config['dataset']}: {ds.user_num - 1} users, {ds.item_num - 1} items, {len(self._inter)} interactions; "
             f"label_window={config['label_window']}, {split}, eval={config['task_eval_mode']} (T1 rows are RecBole's prefix samples)"

@@ -17,9 +17,9 @@ Label sources:
 Optional keys: ``enabled`` (default true) switches a task off; ``attribute`` names an item field whose
 embedding sequence PCL adds to the item sequence for this task.
 """
+
 import re
 from dataclasses import dataclass
-from typing import List, Optional
 
 from recbole_pcl.utils.errors import PCLError
 
@@ -59,10 +59,10 @@ class TaskSpec:
     kind: str
     source: str
     description: str
-    field: Optional[str] = None
-    interval: Optional[Interval] = None
-    bins: Optional[List[float]] = None
-    attribute: Optional[str] = None
+    field: str | None = None
+    interval: Interval | None = None
+    bins: list[float] | None = None
+    attribute: str | None = None
 
     @property
     def is_link(self):

@@ -1,4 +1,5 @@
 """Dataset and dataloader creation as in RecBole, minus the unpickling of saved datasets/dataloaders."""
+
 import importlib
 import os
 
@@ -69,7 +70,9 @@ def diagnose_values(config):
                 bad = cells.ne("") & pd.to_numeric(cells, errors="coerce").isna()
                 if bad.any():
                     row = int(bad.to_numpy().argmax())
-                    raise PCLError(f"{path}: column '{column}' holds a non-numeric value {cells.iloc[row]!r} (line {row + 2})")
+                    raise PCLError(
+                        f"{path}: column '{column}' holds a non-numeric value {cells.iloc[row]!r} (line {row + 2})"
+                    )
 
 
 def create_dataset(config):

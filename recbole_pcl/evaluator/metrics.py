@@ -1,4 +1,5 @@
 """Metrics added to RecBole's evaluator (registered by name, usable in ``metrics: [...]``)."""
+
 from recbole.evaluator import register
 from recbole.evaluator.base_metric import AbstractMetric
 from recbole.utils import EvaluatorType

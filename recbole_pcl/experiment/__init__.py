@@ -1,4 +1,5 @@
 """Experiments over many runs: comparisons over folds, the research questions, tuning (on Ray)."""
+
 import yaml
 
 from recbole_pcl.experiment.compare import Method, run_comparison
@@ -7,6 +8,8 @@ from recbole_pcl.experiment.runner import Job, run_jobs
 from recbole_pcl.experiment.tune import run_tune
 from recbole_pcl.utils.errors import PCLError
 from recbole_pcl.utils.utils import properties_dir
+
+__all__ = ["EXPERIMENTS", "Job", "Method", "load_definition", "run_comparison", "run_experiment", "run_jobs"]
 
 EXPERIMENTS = {"rq1": rq1, "rq2": rq2, "rq3": rq3, "rq4": rq4, "tune": run_tune}
 
@@ -30,4 +33,6 @@ def load_definition(experiment, path=None):
 
 def run_experiment(experiment, dataset, config_file_list=None, config_dict=None, cmd_args=None, definition=None):
     """Run ``experiment`` (rq1..rq4, tune) on ``dataset``; ``definition``: its yaml file (optional)."""
-    return EXPERIMENTS[experiment](load_definition(experiment, definition), dataset, config_file_list, config_dict, cmd_args)
+    return EXPERIMENTS[experiment](
+        load_definition(experiment, definition), dataset, config_file_list, config_dict, cmd_args
+    )

@@ -10,6 +10,7 @@ t-interval, and as the paired difference to PCL (per fold) with its interval.
 
     python run_recbole_pcl.py --model=PCL,SASRecPerTask,FineAll --dataset=ml-100k [--n_folds=5]
 """
+
 import json
 import os
 import time
@@ -83,8 +84,18 @@ def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cm
     init_logger(base)
     logger = getLogger()
     folds = compared_folds(base)
-    jobs = [Job(f"{m.label}/fold-{f}", m.model, dataset, list(config_file_list or []), dict(config_dict or {}, **m.settings, fold=f), list(cmd_args or []))
-            for f in folds for m in methods]
+    jobs = [
+        Job(
+            f"{m.label}/fold-{f}",
+            m.model,
+            dataset,
+            list(config_file_list or []),
+            dict(config_dict or {}, **m.settings, fold=f),
+            list(cmd_args or []),
+        )
+        for f in folds
+        for m in methods
+    ]
     pipelines, refused = {}, {}
     for job in jobs:  # a method whose settings are refused is reported; the others still run
         try:
@@ -102,9 +113,19 @@ def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cm
     if not pipelines:
         raise PCLError(f"no compared method can run: {'; '.join(sorted(set(o['error'] for o in refused.values())))}")
     specs = next(iter(pipelines.values())).specs
-    comparison = summarise(complete, folds, specs, results) if complete else {"methods": [], "table": "", "differences": ""}
-    comparison.update(dataset=dataset, folds=len(folds), n_folds=base["n_folds"], fold_indices=folds, seconds=round(time.time() - start, 1), directory=out,
-                      failures=failed, runs=runs)
+    comparison = (
+        summarise(complete, folds, specs, results) if complete else {"methods": [], "table": "", "differences": ""}
+    )
+    comparison.update(
+        dataset=dataset,
+        folds=len(folds),
+        n_folds=base["n_folds"],
+        fold_indices=folds,
+        seconds=round(time.time() - start, 1),
+        directory=out,
+        failures=failed,
+        runs=runs,
+    )
     write_comparison(out, comparison, specs)
     logger.info(set_color("Comparison", "yellow") + f" ({out}):\n{comparison['table']}")
     return comparison
@@ -134,16 +155,46 @@ def summarise(compared, folds, specs, results):
         m = method.label
         runs = [results[m, f] for f in folds]
         summary = runs[0]["summary"]
-        row = {"model": method.model, "method": m, "settings": method.settings, "strategy": summary["strategy"], "B": summary["backbones_kept"],
-               "F": summary["tasks_optimised_jointly"], "tasks": {}}
+        row = {
+            "model": method.model,
+            "method": m,
+            "settings": method.settings,
+            "strategy": summary["strategy"],
+            "B": summary["backbones_kept"],
+            "F": summary["tasks_optimised_jointly"],
+            "tasks": {},
+        }
         row["trainable_params"] = [r["trainable_params"] for r in runs[0]["stages"]]
         # where the numbers were computed (float rounding depends on it; see numeric_environment)
-        row["environments"] = [json.loads(e) for e in sorted({json.dumps(r["environment"], sort_keys=True) for run in runs for r in run["stages"] if "environment" in r})]
-        row["seconds"] = list(interval([sum(r["seconds"] for r in run["stages"]) / (1 if summary["strategy"] == "sequential" else len(run["stages"])) for run in runs]))
+        row["environments"] = [
+            json.loads(e)
+            for e in sorted(
+                {
+                    json.dumps(r["environment"], sort_keys=True)
+                    for run in runs
+                    for r in run["stages"]
+                    if "environment" in r
+                }
+            )
+        ]
+        row["seconds"] = list(
+            interval(
+                [
+                    sum(r["seconds"] for r in run["stages"])
+                    / (1 if summary["strategy"] == "sequential" else len(run["stages"]))
+                    for run in runs
+                ]
+            )
+        )
         for index, spec in enumerate(specs):
             task = {}
             for metric in list(runs[0]["final"][spec.name]) + ["BWT%", "FWT%"]:
-                values = [run["final"][spec.name].get(metric) if metric in run["final"][spec.name] else run["tasks"][index].get(metric) for run in runs]
+                values = [
+                    run["final"][spec.name].get(metric)
+                    if metric in run["final"][spec.name]
+                    else run["tasks"][index].get(metric)
+                    for run in runs
+                ]
                 if any(v is None for v in values):
                     continue
                 mean, half = interval(values)
@@ -165,8 +216,13 @@ def comparison_of(methods, specs, reference):
                     paired = np.asarray(stat["folds"]) - np.asarray(base["folds"])
                     diff = interval(paired)
                     stat["minus_reference"] = {"mean": diff[0], "ci95": diff[1], "folds": paired.tolist()}
-    return {"methods": methods, "reference": reference, "table": table(methods, specs), "differences": differences_table(methods, specs, reference),
-            "transfer": transfer_table(methods, specs)}
+    return {
+        "methods": methods,
+        "reference": reference,
+        "table": table(methods, specs),
+        "differences": differences_table(methods, specs, reference),
+        "transfer": transfer_table(methods, specs),
+    }
 
 
 def _cell(stat, bold=False):
@@ -186,26 +242,50 @@ def table(methods, specs):
         params = m["trainable_params"]
         downstream = f"{int(np.mean(params[1:])):,}" if len(params) > 1 else "-"
         rows.append([m["method"], *cells, m["B"], m["F"], f"{params[0]:,} / {downstream}", f"{m['seconds'][0]:.0f}"])
-    headers = ["method", *[column_name(t, k) for t, k in columns], "#B", "#F",
-               "trainable params (T1 / task)", "train s"]
+    headers = [
+        "method",
+        *[column_name(t, k) for t, k in columns],
+        "#B",
+        "#F",
+        "trainable params (T1 / task)",
+        "train s",
+    ]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def differences_table(methods, specs, reference):
     """Each method minus the reference, paired per fold: mean ± 95 % interval (off 0: a difference)."""
     columns = [(spec.name, metric) for spec in specs for metric in table_metrics(spec)]
-    rows = [[m["method"], *[_cell(m["tasks"][t][k]["minus_reference"]) if "minus_reference" in m["tasks"][t][k] else "-" for t, k in columns]]
-            for m in methods if m["method"] != reference]
+    rows = [
+        [
+            m["method"],
+            *[
+                _cell(m["tasks"][t][k]["minus_reference"]) if "minus_reference" in m["tasks"][t][k] else "-"
+                for t, k in columns
+            ],
+        ]
+        for m in methods
+        if m["method"] != reference
+    ]
     if not rows or all(c == "-" for r in rows for c in r[1:]):
         return ""
-    return tabulate(rows, headers=[f"minus {reference}", *[column_name(t, k) for t, k in columns]], tablefmt="github", disable_numparse=True)
+    return tabulate(
+        rows,
+        headers=[f"minus {reference}", *[column_name(t, k) for t, k in columns]],
+        tablefmt="github",
+        disable_numparse=True,
+    )
 
 
 def transfer_table(methods, specs):
     """BWT and FWT (TERACON §5, in %) of the continual methods per downstream task, mean ± interval."""
     rows = []
     for m in methods:
-        cells = [_cell(m["tasks"][s.name][k]) if k in m["tasks"][s.name] else "-" for s in specs[1:] for k in ("BWT%", "FWT%")]
+        cells = [
+            _cell(m["tasks"][s.name][k]) if k in m["tasks"][s.name] else "-"
+            for s in specs[1:]
+            for k in ("BWT%", "FWT%")
+        ]
         if any(c != "-" for c in cells):
             rows.append([m["method"], *cells])
     headers = ["method", *[f"{s.name} {k[:3]}" for s in specs[1:] for k in ("BWT%", "FWT%")]]
@@ -235,7 +315,9 @@ def merge_comparisons(paths, out):
         first = first or (path, comparison)
         for key in ("dataset", "n_folds", "fold_indices"):
             if comparison[key] != first[1][key]:
-                raise PCLError(f"{path} has {key} {comparison[key]!r} but {first[0]} has {first[1][key]!r}: only comparisons of the same folds merge")
+                raise PCLError(
+                    f"{path} has {key} {comparison[key]!r} but {first[0]} has {first[1][key]!r}: only comparisons of the same folds merge"
+                )
         for key, identity in comparison.get("runs", {}).items():
             if runs.setdefault(key, identity) != identity:
                 raise PCLError(f"{path}: run {key} has another identity than in {source[key]} (other settings or data)")
@@ -244,14 +326,18 @@ def merge_comparisons(paths, out):
             label = row["method"]
             columns = columns or list(row["tasks"])
             if list(row["tasks"]) != columns:
-                raise PCLError(f"{path}: method '{label}' has tasks {list(row['tasks'])}, not {columns} as the first method")
+                raise PCLError(
+                    f"{path}: method '{label}' has tasks {list(row['tasks'])}, not {columns} as the first method"
+                )
             if label in methods:
                 _merge_method(row, methods[label], f"{path}: method '{label}' differs from {source[label]}")
             else:
                 methods[label], source[label] = row, path
         failed.update(comparison.get("failures", {}))
         seconds += comparison.get("seconds", 0.0)
-    failed = {k: e for k, e in failed.items() if k.rsplit("/", 1)[0] not in methods}  # a run failed in one, done in another
+    failed = {
+        k: e for k, e in failed.items() if k.rsplit("/", 1)[0] not in methods
+    }  # a run failed in one, done in another
     rows = list(methods.values())
     if not rows:
         raise PCLError(f"no method in {', '.join(paths)}")
@@ -259,8 +345,17 @@ def merge_comparisons(paths, out):
     labels = [r["method"] for r in rows]
     merged = comparison_of(rows, specs, REFERENCE if REFERENCE in labels else labels[0])
     data = first[1]
-    merged.update(dataset=data["dataset"], folds=len(data["fold_indices"]), n_folds=data["n_folds"], fold_indices=data["fold_indices"],
-                  seconds=round(seconds, 1), directory=out, failures=failed, runs=runs, merged_from=list(paths))
+    merged.update(
+        dataset=data["dataset"],
+        folds=len(data["fold_indices"]),
+        n_folds=data["n_folds"],
+        fold_indices=data["fold_indices"],
+        seconds=round(seconds, 1),
+        directory=out,
+        failures=failed,
+        runs=runs,
+        merged_from=list(paths),
+    )
     write_comparison(out, merged, specs)
     return merged
 
@@ -301,17 +396,30 @@ def write_comparison(out, comparison, specs):
         for task, metrics in m["tasks"].items():
             for metric, stat in metrics.items():
                 diff = stat.get("minus_reference", {})
-                flat.append({"method": m["method"], "task": task, "metric": metric, "mean": round(stat["mean"], 6),
-                             "ci95": round(stat["ci95"], 6), "minus_reference": diff.get("mean"), "minus_reference_ci95": diff.get("ci95"),
-                             "folds": " ".join(f"{v:.4f}" for v in stat["folds"])})
+                flat.append(
+                    {
+                        "method": m["method"],
+                        "task": task,
+                        "metric": metric,
+                        "mean": round(stat["mean"], 6),
+                        "ci95": round(stat["ci95"], 6),
+                        "minus_reference": diff.get("mean"),
+                        "minus_reference_ci95": diff.get("ci95"),
+                        "folds": " ".join(f"{v:.4f}" for v in stat["folds"]),
+                    }
+                )
     write_csv(os.path.join(out, "compare.csv"), flat)
     text = f"{comparison['dataset']}, {fold_caption(comparison)}: {statistic(comparison)}\n\n{comparison['table']}\n"
     if comparison["differences"]:
         text += f"\nPaired difference to {comparison['reference']} (per fold), mean ± 95 % interval\n\n{comparison['differences']}\n"
     if comparison.get("transfer"):
-        text += f"\nBackward and forward transfer (%, TERACON §5; FWT against the SASRec row)\n\n{comparison['transfer']}\n"
+        text += (
+            f"\nBackward and forward transfer (%, TERACON §5; FWT against the SASRec row)\n\n{comparison['transfer']}\n"
+        )
     if comparison["failures"]:
-        text += "\nFailed runs (their methods are left out):\n\n" + "".join(f"- {k}: {e}\n" for k, e in comparison["failures"].items())
+        text += "\nFailed runs (their methods are left out):\n\n" + "".join(
+            f"- {k}: {e}\n" for k, e in comparison["failures"].items()
+        )
     atomic_write_text(os.path.join(out, "compare.md"), text)
     plot(os.path.join(out, "compare.png"), comparison, specs)
     atomic_write_text(os.path.join(out, "compare.json"), json.dumps(comparison, indent=1))
@@ -336,12 +444,18 @@ def plot(path, comparison, specs):
         metric = table_metrics(spec)[-1]
         means = [m["tasks"][spec.name][metric]["mean"] for m in methods]
         errors = [m["tasks"][spec.name][metric]["ci95"] for m in methods]
-        colors = ["tab:red" if m["method"] == comparison["reference"] else ("tab:blue" if m["F"] == 1 else "tab:gray") for m in methods]
+        colors = [
+            "tab:red" if m["method"] == comparison["reference"] else ("tab:blue" if m["F"] == 1 else "tab:gray")
+            for m in methods
+        ]
         ax.bar(range(len(methods)), means, yerr=errors if comparison["folds"] > 1 else None, color=colors, capsize=3)
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels([m["method"] for m in methods], rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{spec.name} ({'HR@10' if metric == 'hit@10' else 'ACC'})", fontsize=9)
-    fig.suptitle(f"{comparison['dataset']}, {fold_caption(comparison)}: {statistic(comparison)} (grey: joint methods)", fontsize=9)
+    fig.suptitle(
+        f"{comparison['dataset']}, {fold_caption(comparison)}: {statistic(comparison)} (grey: joint methods)",
+        fontsize=9,
+    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)

@@ -1,7 +1,8 @@
 """Command line: one comparison from comparisons run apart (see :func:`.compare.merge_comparisons`).
 
-    python -m recbole_pcl.experiment.merge saved/compare-A/compare.json saved/compare-B/compare.json --out=DIR
+python -m recbole_pcl.experiment.merge saved/compare-A/compare.json saved/compare-B/compare.json --out=DIR
 """
+
 import argparse
 import sys
 

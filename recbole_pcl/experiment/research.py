@@ -14,6 +14,7 @@ reused when finished. What each experiment runs is read from its definition file
   backbone alone (SSP) and random (NP), each with one-hot user ids, fed to a one-hidden-layer MLP on
   T4; accuracy and time to converge (Figure 4).
 """
+
 import itertools
 import json
 import os
@@ -109,8 +110,11 @@ def rq2(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
     numbers = {t["name"]: i + 2 for i, t in enumerate(downstream)}  # T2, T3 ... in the dataset's order
     orders = list(itertools.permutations(downstream))
     folds = exp.base["n_folds"]
-    jobs = [exp.job(f"{''.join(str(numbers[t['name']]) for t in order)}/fold-{f}", tasks=[tasks[0], *order], fold=f)
-            for order in orders for f in range(folds)]
+    jobs = [
+        exp.job(f"{''.join(str(numbers[t['name']]) for t in order)}/fold-{f}", tasks=[tasks[0], *order], fold=f)
+        for order in orders
+        for f in range(folds)
+    ]
     out = exp.directory(jobs)
     outcomes, seconds = exp.run(jobs)
     rows, spread = [], {}
@@ -123,33 +127,69 @@ def rq2(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
                 continue
             mean, half = interval(values)
             per_order.append(mean)
-            rows.append({"task": task["name"], "T": numbers[task["name"]], "order": label, "metric": main_metric(task["kind"]),
-                         "mean": round(mean, 6), "ci95": round(half, 6), "folds": " ".join(f"{v:.4f}" for v in values)})
+            rows.append(
+                {
+                    "task": task["name"],
+                    "T": numbers[task["name"]],
+                    "order": label,
+                    "metric": main_metric(task["kind"]),
+                    "mean": round(mean, 6),
+                    "ci95": round(half, 6),
+                    "folds": " ".join(f"{v:.4f}" for v in values),
+                }
+            )
         if per_order:
             best, worst = max(per_order), min(per_order)
-            spread[task["name"]] = {"best": best, "worst": worst, "absolute": best - worst, "relative%": (best - worst) / best * 100}
+            spread[task["name"]] = {
+                "best": best,
+                "worst": worst,
+                "absolute": best - worst,
+                "relative%": (best - worst) / best * 100,
+            }
     average = float(np.mean([s["relative%"] for s in spread.values()])) if spread else None
-    table = tabulate([[t, f"{s['best']:.4f}", f"{s['worst']:.4f}", f"{s['absolute']:.4f}", f"{s['relative%']:.2f}%"] for t, s in spread.items()],
-                     headers=["task", "best order", "worst order", "spread", "spread / best"], tablefmt="github")
-    markdown = (f"RQ2, task order: PCL on all {len(orders)} orders of the downstream tasks, {folds} folds each "
-                f"(mean over folds; HR@10 for link tasks, accuracy for class tasks).\n\n{table}\n\n"
-                f"Average relative spread: {average:.2f}% (the paper reports 1.20%).\n" if average is not None else "No order finished.\n")
+    table = tabulate(
+        [
+            [t, f"{s['best']:.4f}", f"{s['worst']:.4f}", f"{s['absolute']:.4f}", f"{s['relative%']:.2f}%"]
+            for t, s in spread.items()
+        ],
+        headers=["task", "best order", "worst order", "spread", "spread / best"],
+        tablefmt="github",
+    )
+    markdown = (
+        f"RQ2, task order: PCL on all {len(orders)} orders of the downstream tasks, {folds} folds each "
+        f"(mean over folds; HR@10 for link tasks, accuracy for class tasks).\n\n{table}\n\n"
+        f"Average relative spread: {average:.2f}% (the paper reports 1.20%).\n"
+        if average is not None
+        else "No order finished.\n"
+    )
     markdown += _failures(outcomes)
     fig, ax = _figure(2 + 0.9 * len(orders), 3.6)
     labels = ["".join(str(numbers[t["name"]]) for t in order) for order in orders]
     for task in downstream:
         points = {r["order"]: r for r in rows if r["task"] == task["name"]}
         xs = [i for i, label in enumerate(labels) if label in points]
-        ax.errorbar(xs, [points[labels[i]]["mean"] for i in xs], yerr=[points[labels[i]]["ci95"] for i in xs], marker="o", capsize=3,
-                    label=f"T{numbers[task['name']]} {task['name']} ({main_metric(task['kind'])})")
+        ax.errorbar(
+            xs,
+            [points[labels[i]]["mean"] for i in xs],
+            yerr=[points[labels[i]]["ci95"] for i in xs],
+            marker="o",
+            capsize=3,
+            label=f"T{numbers[task['name']]} {task['name']} ({main_metric(task['kind'])})",
+        )
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels)
     ax.set_xlabel("order of the downstream tasks")
     ax.set_title(f"PCL on {dataset}: each task's metric per task order (95 % intervals over folds)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    result = {"orders": labels, "rows": rows, "spread": spread, "average_relative_spread%": average, "seconds": seconds,
-              "failures": failures(outcomes)}
+    result = {
+        "orders": labels,
+        "rows": rows,
+        "spread": spread,
+        "average_relative_spread%": average,
+        "seconds": seconds,
+        "failures": failures(outcomes),
+    }
     return exp.write(out, result, rows, markdown, fig)
 
 
@@ -170,16 +210,27 @@ def rq3(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
     exp = Experiment("rq3", definition, dataset, config_file_list, config_dict, cmd_args)
     variants = definition["methods"]
     folds = exp.base["n_folds"]
-    jobs = [exp.job(f"{v['label']}/fold-{f}", v.get("model", "PCL"), fold=f, **{k: x for k, x in v.items() if k not in ("label", "model")})
-            for v in variants for f in range(folds)]
+    jobs = [
+        exp.job(
+            f"{v['label']}/fold-{f}",
+            v.get("model", "PCL"),
+            fold=f,
+            **{k: x for k, x in v.items() if k not in ("label", "model")},
+        )
+        for v in variants
+        for f in range(folds)
+    ]
     out = exp.directory(jobs)
     outcomes, seconds = exp.run(jobs)
     tasks = exp.enabled_tasks()[1:]
     curves, rows = {}, []
     for v in variants:
         for task_index, task in enumerate(tasks, start=1):
-            histories = [outcomes[f"{v['label']}/fold-{f}"]["result"]["stages"][task_index]["valid_history"]
-                         for f in range(folds) if outcomes[f"{v['label']}/fold-{f}"]["ok"]]
+            histories = [
+                outcomes[f"{v['label']}/fold-{f}"]["result"]["stages"][task_index]["valid_history"]
+                for f in range(folds)
+                if outcomes[f"{v['label']}/fold-{f}"]["ok"]
+            ]
             if not histories:
                 continue
             length = min(len(h) for h in histories)
@@ -188,13 +239,24 @@ def rq3(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
             finals = [_final(outcomes, f"{v['label']}/fold-{f}", task) for f in range(folds)]
             finals = [x for x in finals if x is not None]
             mean, half = interval(finals)
-            rows.append({"method": v["label"], "task": task["name"], "epochs": length, "valid_first_epoch": round(curve[0], 4),
-                         "valid_best": round(float(curve.max()), 4), "best_epoch": int(curve.argmax()) + 1,
-                         "test_" + main_metric(task["kind"]): round(mean, 4), "test_ci95": round(half, 4)})
+            rows.append(
+                {
+                    "method": v["label"],
+                    "task": task["name"],
+                    "epochs": length,
+                    "valid_first_epoch": round(curve[0], 4),
+                    "valid_best": round(float(curve.max()), 4),
+                    "best_epoch": int(curve.argmax()) + 1,
+                    "test_" + main_metric(task["kind"]): round(mean, 4),
+                    "test_ci95": round(half, 4),
+                }
+            )
     share = exp.base["cold_item_share"]
-    markdown = (f"RQ3, cold-start items: {share:.0%} of the items kept out of T1 pretraining, {folds} folds. Validation metric "
-                f"(NDCG@10 for link tasks, accuracy for class tasks) after each epoch, mean over folds; test metric of the "
-                f"best epoch.\n\n{tabulate(rows, headers='keys', tablefmt='github')}\n") + _failures(outcomes)
+    markdown = (
+        f"RQ3, cold-start items: {share:.0%} of the items kept out of T1 pretraining, {folds} folds. Validation metric "
+        f"(NDCG@10 for link tasks, accuracy for class tasks) after each epoch, mean over folds; test metric of the "
+        f"best epoch.\n\n{tabulate(rows, headers='keys', tablefmt='github')}\n"
+    ) + _failures(outcomes)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -212,7 +274,12 @@ def rq3(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{dataset}: {share:.0%} cold-start items (mean over {folds} folds)", fontsize=9)
     fig.tight_layout()
-    result = {"curves": {f"{k[0]}|{k[1]}": c for k, c in curves.items()}, "rows": rows, "seconds": seconds, "failures": failures(outcomes)}
+    result = {
+        "curves": {f"{k[0]}|{k[1]}": c for k, c in curves.items()},
+        "rows": rows,
+        "seconds": seconds,
+        "failures": failures(outcomes),
+    }
     return exp.write(out, result, rows, markdown, fig)
 
 
@@ -242,12 +309,22 @@ def rq4(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
         acc, half = interval([x["test_accuracy"] for x in fits])
         secs, secs_half = interval([x["seconds_to_best"] for x in fits])
         epochs, _ = interval([x["best_epoch"] for x in fits])
-        rows.append({"features": source, "test_accuracy": round(acc, 4), "ci95": round(half, 4), "seconds_to_best": round(secs, 2),
-                     "seconds_ci95": round(secs_half, 2), "epochs_to_best": round(epochs, 1)})
-    markdown = (f"RQ4, universal user vectors on {target['name']} ({folds} folds): a one-hidden-layer MLP on "
-                f"[user vector ‖ one-hot user id]. PCL: the mean of the user's vectors under the prompts of "
-                f"{', '.join(t['name'] for t in tasks[1:-1])}; SSP: the pretrained backbone (T1 only); NP: random vectors.\n\n"
-                f"{tabulate(rows, headers='keys', tablefmt='github')}\n") + _failures(outcomes)
+        rows.append(
+            {
+                "features": source,
+                "test_accuracy": round(acc, 4),
+                "ci95": round(half, 4),
+                "seconds_to_best": round(secs, 2),
+                "seconds_ci95": round(secs_half, 2),
+                "epochs_to_best": round(epochs, 1),
+            }
+        )
+    markdown = (
+        f"RQ4, universal user vectors on {target['name']} ({folds} folds): a one-hidden-layer MLP on "
+        f"[user vector ‖ one-hot user id]. PCL: the mean of the user's vectors under the prompts of "
+        f"{', '.join(t['name'] for t in tasks[1:-1])}; SSP: the pretrained backbone (T1 only); NP: random vectors.\n\n"
+        f"{tabulate(rows, headers='keys', tablefmt='github')}\n"
+    ) + _failures(outcomes)
     fig, ax = _figure(5.5, 3.6)
     for source in sources:
         if results[source]:
@@ -270,8 +347,12 @@ def user_vector_mlp(exp, tasks, fold):
     from recbole_pcl.utils import get_model
 
     settings = dict(exp.config_dict, fold=fold)
-    pcl = TaskPipeline(Config("PCL", exp.dataset, exp.files, dict(settings, tasks=tasks[:-1]), exp.cmd_args), get_model("PCL")).load_final()
-    full = TaskPipeline(Config("PCL", exp.dataset, exp.files, dict(settings, tasks=tasks), exp.cmd_args), get_model("PCL"))
+    pcl = TaskPipeline(
+        Config("PCL", exp.dataset, exp.files, dict(settings, tasks=tasks[:-1]), exp.cmd_args), get_model("PCL")
+    ).load_final()
+    full = TaskPipeline(
+        Config("PCL", exp.dataset, exp.files, dict(settings, tasks=tasks), exp.cmd_args), get_model("PCL")
+    )
     target = full.tasks[-1]
     prompted = [t["name"] for t in tasks[1:-1]]
     device = pcl.item_embedding.weight.device
@@ -288,7 +369,10 @@ def user_vector_mlp(exp, tasks, fold):
 
     out = {}
     for source in ("PCL", "SSP", "NP"):
-        data = {split: (vectors(split, source), getattr(target, split)._dataset.inter_feat) for split in ("train", "valid", "test")}
+        data = {
+            split: (vectors(split, source), getattr(target, split)._dataset.inter_feat)
+            for split in ("train", "valid", "test")
+        }
         out[source] = fit_mlp(data, exp.base, target.num_classes, full.data.dataset.user_num)
     return out
 
@@ -326,13 +410,21 @@ def fit_mlp(data, config, num_classes, num_users, max_epochs=200, patience=10):
         times.append(time.time() - start)
         if curve[-1] > best:
             best, best_epoch = curve[-1], epoch + 1
-            best_state = ({k: v.clone() for k, v in mlp.state_dict().items()}, {k: v.clone() for k, v in users.state_dict().items()})
+            best_state = (
+                {k: v.clone() for k, v in mlp.state_dict().items()},
+                {k: v.clone() for k, v in users.state_dict().items()},
+            )
         elif epoch + 1 - best_epoch >= patience:
             break
     mlp.load_state_dict(best_state[0])
     users.load_state_dict(best_state[1])
-    return {"test_accuracy": accuracy("test"), "best_epoch": best_epoch, "seconds_to_best": times[best_epoch - 1],
-            "curve": curve, "times": times}
+    return {
+        "test_accuracy": accuracy("test"),
+        "best_epoch": best_epoch,
+        "seconds_to_best": times[best_epoch - 1],
+        "curve": curve,
+        "times": times,
+    }
 
 
 EXPERIMENTS = {"rq1": rq1, "rq2": rq2, "rq3": rq3, "rq4": rq4}

@@ -17,12 +17,12 @@ executes a list of them:
 * RecBole's ``Config`` sets ``CUDA_VISIBLE_DEVICES`` from ``gpu_id``, which would put every worker on
   the same GPU: each job's ``gpu_id`` is the device Ray assigned to its worker (:func:`device_options`).
 """
+
 import os
 import time
 import traceback
 from dataclasses import dataclass, field
 from logging import getLogger
-from typing import List
 
 from recbole.utils import set_color
 from tqdm import tqdm
@@ -39,9 +39,9 @@ class Job:
     key: str  # unique name in its experiment, e.g. "PCL/fold-2"
     model: str
     dataset: str
-    config_file_list: List[str] = field(default_factory=list)
+    config_file_list: list[str] = field(default_factory=list)
     config_dict: dict = field(default_factory=dict)
-    cmd_args: List[str] = field(default_factory=list)
+    cmd_args: list[str] = field(default_factory=list)
     pretrain_only: bool = False  # train (or find) stage 0 and stop
 
     def config(self):
@@ -83,11 +83,18 @@ def execute(job):
         else:
             from recbole_pcl.quick_start import run_recbole_pcl
 
-            result = run_recbole_pcl(job.model, job.dataset, job.config_file_list, job.config_dict, cmd_args=job.cmd_args)
+            result = run_recbole_pcl(
+                job.model, job.dataset, job.config_file_list, job.config_dict, cmd_args=job.cmd_args
+            )
         return {"ok": True, "result": result, "seconds": round(time.time() - start, 1)}
     except Exception as e:  # noqa: BLE001  (one failed run must not lose the others)
         message = str(e).splitlines()[0] if str(e) else ""
-        return {"ok": False, "error": f"{type(e).__name__}: {message}", "traceback": traceback.format_exc(), "seconds": round(time.time() - start, 1)}
+        return {
+            "ok": False,
+            "error": f"{type(e).__name__}: {message}",
+            "traceback": traceback.format_exc(),
+            "seconds": round(time.time() - start, 1),
+        }
 
 
 def _pipeline(job):
@@ -104,8 +111,11 @@ def _pretraining_jobs(jobs, pipelines):
         pipeline = pipelines[job.key]
         if pipeline is not None and pipeline.strategy.name == "sequential" and not pipeline.pretrained():
             groups.setdefault(pipeline.stage0_digest(), []).append(job)
-    return [Job(f"pretrain/{k[:8]}", g[0].model, g[0].dataset, g[0].config_file_list, g[0].config_dict, g[0].cmd_args, True)
-            for k, g in groups.items() if len(g) > 1]
+    return [
+        Job(f"pretrain/{k[:8]}", g[0].model, g[0].dataset, g[0].config_file_list, g[0].config_dict, g[0].cmd_args, True)
+        for k, g in groups.items()
+        if len(g) > 1
+    ]
 
 
 def run_jobs(jobs, runner="ray", address=None, cpus_per_run=1, gpus_per_run=0, show_progress=True):
@@ -158,9 +168,24 @@ def _ray_submitter(address, cpus_per_run, gpus_per_run):
     if not ray.is_initialized():
         # workers import the same recbole_pcl as this process (a checkout or an installed package)
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        runtime_env = None if address else {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(package_root), os.environ.get("PYTHONPATH")]))}}
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
-                 configure_logging=False)
+        runtime_env = (
+            None
+            if address
+            else {
+                "env_vars": {
+                    "PYTHONPATH": os.pathsep.join(
+                        filter(None, [os.path.dirname(package_root), os.environ.get("PYTHONPATH")])
+                    )
+                }
+            }
+        )
+        ray.init(
+            address=address or None,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env=runtime_env,
+            configure_logging=False,
+        )
     remote = ray.remote(execute)
 
     def submit(jobs, show_progress):
@@ -173,7 +198,11 @@ def _ray_submitter(address, cpus_per_run, gpus_per_run):
                 try:
                     outcomes[job.key] = ray.get(done[0])
                 except Exception as e:  # noqa: BLE001  the worker itself died (killed, out of memory)
-                    outcomes[job.key] = {"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", "seconds": 0.0}
+                    outcomes[job.key] = {
+                        "ok": False,
+                        "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                        "seconds": 0.0,
+                    }
                 bar.set_postfix_str(job.key)
                 bar.update()
         return outcomes
@@ -183,10 +212,14 @@ def _ray_submitter(address, cpus_per_run, gpus_per_run):
 
 def runner_settings(config):
     """The runner's settings from a Config (see properties/overall.yaml)."""
-    return {"runner": config["runner"], "address": config["ray_address"], "cpus_per_run": config["ray_cpus_per_run"],
-            "gpus_per_run": config["ray_gpus_per_run"], "show_progress": config["show_progress"]}
+    return {
+        "runner": config["runner"],
+        "address": config["ray_address"],
+        "cpus_per_run": config["ray_cpus_per_run"],
+        "gpus_per_run": config["ray_gpus_per_run"],
+        "show_progress": config["show_progress"],
+    }
 
 
 def failures(outcomes):
     return {key: o["error"] for key, o in outcomes.items() if not o["ok"]}
-

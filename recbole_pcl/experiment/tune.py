@@ -18,6 +18,7 @@ settings and is done once, before the trials. The best complete trial's settings
 ``best.yaml``, which ``--config_files`` accepts. The first trial runs the current defaults (marked in
 the table). ASHA's clock is :class:`StageClock`.
 """
+
 import json
 import math
 import os
@@ -42,7 +43,9 @@ def search_space(space):
     domains = {}
     for key, spec in (space or {}).items():
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-            raise PCLError(f"tune space: '{key}' must be one of {', '.join(f'{{{d}: ...}}' for d in DISTRIBUTIONS)}, got {spec!r}")
+            raise PCLError(
+                f"tune space: '{key}' must be one of {', '.join(f'{{{d}: ...}}' for d in DISTRIBUTIONS)}, got {spec!r}"
+            )
         kind, args = next(iter(spec.items()))
         domains[key] = getattr(tune, kind)(args) if kind in ("choice", "grid_search") else getattr(tune, kind)(*args)
     if not domains:
@@ -62,7 +65,13 @@ def trial(params, model, dataset, files, config_dict, cmd_args):
     clock = StageClock(config["epochs"], tune.report)
     result = TaskPipeline(config, get_model(model), epoch_callback=clock.epoch).run()
     metric = config["link_valid_metric"].lower()
-    clock.finish({index: s["valid"]["accuracy" if s["kind"] == "class" else metric] for index, s in enumerate(result["stages"]) if index > 0})
+    clock.finish(
+        {
+            index: s["valid"]["accuracy" if s["kind"] == "class" else metric]
+            for index, s in enumerate(result["stages"])
+            if index > 0
+        }
+    )
 
 
 class StageClock:
@@ -94,7 +103,9 @@ class StageClock:
 
     def _send(self, step, stage, complete=False):
         self.step = step
-        self.emit({"score": sum(self.best.values()) / len(self.best), "step": step, "stage": stage, "complete": complete})
+        self.emit(
+            {"score": sum(self.best.values()) / len(self.best), "step": step, "stage": stage, "complete": complete}
+        )
 
 
 def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_args=None):
@@ -107,7 +118,11 @@ def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_a
     space = search_space(definition.get("space"))
     settings = dict(exp.config_dict, **absolute_paths(exp.base))
     pretrain = Job("pretrain", model, dataset, exp.files, settings, exp.cmd_args, pretrain_only=True)
-    out = exp.directory([Job(f"{model}-space", model, dataset, exp.files, settings, exp.cmd_args)]) + "-" + _space_key(definition)
+    out = (
+        exp.directory([Job(f"{model}-space", model, dataset, exp.files, settings, exp.cmd_args)])
+        + "-"
+        + _space_key(definition)
+    )
     start = time.time()
     pretrained = run_jobs([pretrain], **dict(exp.runner, runner="ray"))  # also starts (or joins) Ray
     if failures(pretrained):
@@ -117,42 +132,73 @@ def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_a
     defaults = {key: exp.base[key] for key in space}
     runner = exp.runner
     trainable = tune.with_resources(
-        tune.with_parameters(trial, model=model, dataset=dataset, files=exp.files, config_dict=settings, cmd_args=exp.cmd_args),
+        tune.with_parameters(
+            trial, model=model, dataset=dataset, files=exp.files, config_dict=settings, cmd_args=exp.cmd_args
+        ),
         {"cpu": runner["cpus_per_run"], "gpu": runner["gpus_per_run"]},
     )
-    scheduler = ASHAScheduler(time_attr="step", max_t=10_000, grace_period=definition.get("grace_epochs", 3),
-                              reduction_factor=definition.get("reduction_factor", 3))
+    scheduler = ASHAScheduler(
+        time_attr="step",
+        max_t=10_000,
+        grace_period=definition.get("grace_epochs", 3),
+        reduction_factor=definition.get("reduction_factor", 3),
+    )
     tuner = tune.Tuner(
-        trainable, param_space=space,
-        tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=definition.get("samples", 10), scheduler=scheduler,
-                                    search_alg=BasicVariantGenerator(points_to_evaluate=[defaults], random_state=exp.base["seed"])),
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric="score",
+            mode="max",
+            num_samples=definition.get("samples", 10),
+            scheduler=scheduler,
+            search_alg=BasicVariantGenerator(points_to_evaluate=[defaults], random_state=exp.base["seed"]),
+        ),
         run_config=tune.RunConfig(name="trials", storage_path=os.path.abspath(out), verbose=0),
     )
     grid = tuner.fit()
     trials = []
     for result in grid:
         metrics = result.metrics or {}
-        trials.append({**{k: result.config.get(k) for k in space}, "defaults": result.config == defaults,
-                       "score": metrics.get("score"), "tasks": metrics.get("stage"), "step": metrics.get("step"),
-                       "complete": bool(metrics.get("complete")), "error": str(result.error).splitlines()[0] if result.error else None})
+        trials.append(
+            {
+                **{k: result.config.get(k) for k in space},
+                "defaults": result.config == defaults,
+                "score": metrics.get("score"),
+                "tasks": metrics.get("stage"),
+                "step": metrics.get("step"),
+                "complete": bool(metrics.get("complete")),
+                "error": str(result.error).splitlines()[0] if result.error else None,
+            }
+        )
     complete = [t for t in trials if t["complete"] and t["score"] is not None]
     if not complete:
         raise PCLError(f"tune: no trial finished ({len(trials)} trials; see {out})")
     best = max(complete, key=lambda t: t["score"])
     best_settings = {k: best[k] for k in space}
     os.makedirs(out, exist_ok=True)
-    atomic_write_text(os.path.join(out, "best.yaml"),
-                      f"# Best of {len(trials)} trials of {model} on {dataset} (mean validation metric {best['score']:.4f}).\n"
-                      + yaml.safe_dump(best_settings, sort_keys=True))
+    atomic_write_text(
+        os.path.join(out, "best.yaml"),
+        f"# Best of {len(trials)} trials of {model} on {dataset} (mean validation metric {best['score']:.4f}).\n"
+        + yaml.safe_dump(best_settings, sort_keys=True),
+    )
     write_csv(os.path.join(out, "tune.csv"), trials)
     # Scores compare only between trials that reached the same tasks: complete trials first.
     order = sorted(trials, key=lambda t: (not t["complete"], -(t["tasks"] or 0), -(t["score"] or -1)))
     table = tabulate(order, headers="keys", tablefmt="github")
-    atomic_write_text(os.path.join(out, "tune.md"), f"Ray Tune of {model} on {dataset}: {len(trials)} trials, ASHA; best settings "
-                      f"in best.yaml. score: mean best validation metric over the first `tasks` downstream tasks; "
-                      f"`step`: the last step the trial reported (task k owns steps (k-1)*epochs+1 .. k*epochs).\n\n{table}\n")
+    atomic_write_text(
+        os.path.join(out, "tune.md"),
+        f"Ray Tune of {model} on {dataset}: {len(trials)} trials, ASHA; best settings "
+        f"in best.yaml. score: mean best validation metric over the first `tasks` downstream tasks; "
+        f"`step`: the last step the trial reported (task k owns steps (k-1)*epochs+1 .. k*epochs).\n\n{table}\n",
+    )
     _plot(os.path.join(out, "tune.png"), grid, model, dataset, exp.base["epochs"])
-    result = {"best": best_settings, "best_score": best["score"], "trials": trials, "seconds": round(time.time() - start, 1), "directory": out}
+    result = {
+        "best": best_settings,
+        "best_score": best["score"],
+        "trials": trials,
+        "seconds": round(time.time() - start, 1),
+        "directory": out,
+    }
     atomic_write_text(os.path.join(out, "tune.json"), json.dumps(result, indent=1))
     exp.logger.info(f"tune ({out}): best {best_settings}, mean validation metric {best['score']:.4f}")
     return result
@@ -160,7 +206,10 @@ def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_a
 
 def absolute_paths(config):
     """Trials run in their own folders: give them the data and run directories as absolute paths."""
-    return {"checkpoint_dir": os.path.abspath(config["checkpoint_dir"]), "data_path": os.path.dirname(os.path.abspath(config["data_path"]))}
+    return {
+        "checkpoint_dir": os.path.abspath(config["checkpoint_dir"]),
+        "data_path": os.path.dirname(os.path.abspath(config["data_path"])),
+    }
 
 
 def _space_key(definition):

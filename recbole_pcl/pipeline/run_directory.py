@@ -14,6 +14,7 @@
   by the next holder of the lock; a run that fails before finishing anything removes the directory
   it created.
 """
+
 import fcntl
 import json
 import os
@@ -60,7 +61,9 @@ class RunDirectory:
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise PCLError(f"run directory {self.path} is in use by another run (pid {holder}); wait for it or use another run_dir") from None
+            raise PCLError(
+                f"run directory {self.path} is in use by another run (pid {holder}); wait for it or use another run_dir"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
@@ -93,7 +96,11 @@ class RunDirectory:
                 os.remove(os.path.join(self.path, name))
 
     def finished_files(self):
-        return sorted(n for n in os.listdir(self.path) if n.endswith(".pth") and not n.startswith(".")) if os.path.isdir(self.path) else []
+        return (
+            sorted(n for n in os.listdir(self.path) if n.endswith(".pth") and not n.startswith("."))
+            if os.path.isdir(self.path)
+            else []
+        )
 
     # ----- identity ---------------------------------------------------------------------------
     def _check_run_file(self):
@@ -152,7 +159,9 @@ class RunDirectory:
         """Write stage file ``name`` atomically and share it in the store."""
         key = digest(identity)
         path = self.file(name)
-        atomic_torch_save({"state_dict": state_dict, "meta": {"identity": identity, "digest": key, "record": record}}, path)
+        atomic_torch_save(
+            {"state_dict": state_dict, "meta": {"identity": identity, "digest": key, "record": record}}, path
+        )
         os.makedirs(self.store, exist_ok=True)
         try:
             os.link(path, os.path.join(self.store, f"{key}.pth"))

@@ -1,3 +1,5 @@
+from recbole_pcl.experiment.compare import run_comparison
 from recbole_pcl.quick_start.quick_start import run_recbole_pcl
 from recbole_pcl.quick_start.serving import ContinualPredictor, load_continual_run
-from recbole_pcl.experiment.compare import run_comparison
+
+__all__ = ["run_comparison", "run_recbole_pcl", "ContinualPredictor", "load_continual_run"]

@@ -1,4 +1,5 @@
 """``run_recbole_pcl``: RecBole's ``run_recbole`` for recbole_pcl and RecBole models alike."""
+
 import sys
 from logging import getLogger
 

@@ -1,5 +1,6 @@
 """Serving a finished continual run: every task's predictions and users' representations from the
 one final model."""
+
 import numpy as np
 import pandas as pd
 import torch
@@ -62,7 +63,9 @@ class ContinualPredictor:
         time: the full score matrix of all users is never built."""
         name = self._task(task)
         if self.tasks[task].spec.kind != "link":
-            raise PCLError(f"task '{task}' predicts classes, not items: use predict('{task}', users) for its class probabilities")
+            raise PCLError(
+                f"task '{task}' predicts classes, not items: use predict('{task}', users) for its class probabilities"
+            )
         n_items = self.data.dataset.item_num - 1  # id 0 is padding
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_items:
             raise PCLError(f"k must be an integer from 1 to the number of items ({n_items}), got {k!r}")

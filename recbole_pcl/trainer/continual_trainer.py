@@ -1,4 +1,5 @@
 """The trainer of one stage of a continual run (the stages themselves: :mod:`recbole_pcl.pipeline`)."""
+
 import numpy as np
 import torch
 from recbole.data.dataloader import TrainDataLoader
@@ -34,8 +35,13 @@ class DeviceBatches:
         """RecBole's training batches are the rows themselves: no sampled negatives, no transform,
         one process (anything else goes through the loader)."""
         neg = config["train_neg_sample_args"] or {}
-        return (isinstance(loader, TrainDataLoader) and neg.get("distribution", "none") == "none" and not config["transform"]
-                and config["single_spec"] and not config["worker"])
+        return (
+            isinstance(loader, TrainDataLoader)
+            and neg.get("distribution", "none") == "none"
+            and not config["transform"]
+            and config["single_spec"]
+            and not config["worker"]
+        )
 
 
 def batches(loader, config, device, cache):
@@ -74,7 +80,11 @@ class ContinualTrainer(Trainer):
         return super()._build_optimizer(params=params, **kwargs)
 
     def autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bool(self.enable_amp) and self.device.type == "cuda")
+        return torch.autocast(
+            device_type=self.device.type,
+            dtype=torch.bfloat16,
+            enabled=bool(self.enable_amp) and self.device.type == "cuda",
+        )
 
     def step(self, loss):
         self.optimizer.zero_grad()
@@ -91,7 +101,11 @@ class ContinualTrainer(Trainer):
         self.model.train()
         self.model.start_epoch(len(train_data))
         data = batches(train_data, self.config, self.device, self.device_batches)
-        iterator = tqdm(data, total=len(data), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink")) if show_progress else data
+        iterator = (
+            tqdm(data, total=len(data), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+            if show_progress
+            else data
+        )
         total = torch.zeros((), device=self.device)
         for interaction in iterator:
             with self.autocast():

@@ -1,4 +1,5 @@
 """The trainer of methods that learn every task at once (MTL, MMoE and their MGDA variants)."""
+
 import numpy as np
 import torch
 from recbole.utils import set_color
@@ -37,20 +38,32 @@ class JointTrainer(ContinualTrainer):
         weighted sum is the step's gradient, so no backward pass of the weighted loss follows."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         last = len(losses) - 1
-        return {task: torch.autograd.grad(loss, params, retain_graph=i < last, allow_unused=True)
-                for i, (task, loss) in enumerate(losses.items())}
+        return {
+            task: torch.autograd.grad(loss, params, retain_graph=i < last, allow_unused=True)
+            for i, (task, loss) in enumerate(losses.items())
+        }
 
     def task_weights(self, losses, gradients=None):
         if self.weighting != "mgda":
             return {task: 1.0 for task in losses}
         params = [p for p in self.model.parameters() if p.requires_grad]
         shared = {id(p) for p in self.model.shared_parameters()}
-        flat = [torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params) if id(p) in shared])
-                for grads in gradients.values()]
+        flat = [
+            torch.cat(
+                [
+                    (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                    for g, p in zip(grads, params)
+                    if id(p) in shared
+                ]
+            )
+            for grads in gradients.values()
+        ]
         grads = torch.stack(flat).double()
         norms = grads.norm(dim=1).clamp(min=1e-12)
         values = torch.stack([loss.detach().double() for loss in losses.values()]).clamp(min=1e-12)
-        scale = {"l2": norms, "loss": values, "loss+": values * norms, "none": torch.ones_like(norms)}[self.normalization]
+        scale = {"l2": norms, "loss": values, "loss+": values * norms, "none": torch.ones_like(norms)}[
+            self.normalization
+        ]
         grads = grads / scale.unsqueeze(1)
         weights = min_norm_weights((grads @ grads.T).cpu().numpy())
         return dict(zip(losses, weights.tolist()))
@@ -70,7 +83,9 @@ class JointTrainer(ContinualTrainer):
         names = [None] + [t.spec.name for t in self.tasks[1:]]
         t1 = batches(train_data, self.config, self.device, self.device_batches)
         others = [_forever(batches(t.train, t.config, self.device, self.device_batches)) for t in self.tasks[1:]]
-        iterator = tqdm(t1, total=len(t1), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink")) if show_progress else t1
+        iterator = (
+            tqdm(t1, total=len(t1), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink")) if show_progress else t1
+        )
         total = torch.zeros((), device=self.device)
         for t1_batch in iterator:
             step = [t1_batch] + [next(it) for it in others]

@@ -9,6 +9,7 @@ quadratic ``c^T G c`` over the simplex, where ``G`` is the Gram matrix of the gr
 a closed form; more are solved from the best pair by projected gradient descent on the simplex with
 exact line search.
 """
+
 import numpy as np
 
 

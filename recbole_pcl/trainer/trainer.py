@@ -7,16 +7,16 @@ unique per trainer (RecBole's one-second timestamps collide), and read with ``we
 A model's ``other_parameter()`` (scipy sparse matrices of ItemKNN/EASE, sub-modules of DIN/FDSA,
 RippleNet's dict…) is encoded as tensors and plain data (:func:`encode_plain`) and decoded on load.
 """
+
 import os
 import uuid
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch import nn
-
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import get_local_time, set_color
+from torch import nn
 
 from recbole_pcl.utils.checkpoint import atomic_torch_save, safe_load
 from recbole_pcl.utils.errors import PCLError
@@ -28,9 +28,14 @@ def encode_plain(value):
         return {"__plain__": "module", "state": value.state_dict()}
     if sp.issparse(value):
         coo = value.tocoo()
-        return {"__plain__": "sparse", "format": value.format, "shape": list(value.shape),
-                "row": torch.from_numpy(coo.row.astype(np.int64)), "col": torch.from_numpy(coo.col.astype(np.int64)),
-                "data": torch.from_numpy(np.ascontiguousarray(coo.data))}
+        return {
+            "__plain__": "sparse",
+            "format": value.format,
+            "shape": list(value.shape),
+            "row": torch.from_numpy(coo.row.astype(np.int64)),
+            "col": torch.from_numpy(coo.col.astype(np.int64)),
+            "data": torch.from_numpy(np.ascontiguousarray(coo.data)),
+        }
     if isinstance(value, np.ndarray):
         return {"__plain__": "ndarray", "data": torch.from_numpy(np.ascontiguousarray(value))}
     if isinstance(value, np.generic):
@@ -50,7 +55,9 @@ def decode_plain(value, current=None):
         current.load_state_dict(value["state"])
         return current
     if kind == "sparse":
-        matrix = sp.coo_matrix((value["data"].numpy(), (value["row"].numpy(), value["col"].numpy())), shape=tuple(value["shape"]))
+        matrix = sp.coo_matrix(
+            (value["data"].numpy(), (value["row"].numpy(), value["col"].numpy())), shape=tuple(value["shape"])
+        )
         return matrix.asformat(value["format"])
     if kind == "ndarray":
         return value["data"].numpy()
@@ -93,8 +100,7 @@ class SafeCheckpointMixin:
         checkpoint = safe_load(checkpoint_file, map_location=self.device)
         if checkpoint.get("model", "").lower() != self.config["model"].lower():
             raise PCLError(
-                f"checkpoint {checkpoint_file} holds model '{checkpoint.get('model')}', "
-                f"not '{self.config['model']}'"
+                f"checkpoint {checkpoint_file} holds model '{checkpoint.get('model')}', not '{self.config['model']}'"
             )
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(decode_plain(checkpoint.get("other_parameter"), self.model.other_parameter()))

@@ -1,4 +1,5 @@
 """Checkpoints as tensors plus plain data, written atomically, loaded with ``weights_only=True``."""
+
 import contextlib
 import os
 import pickle
@@ -60,4 +61,6 @@ def safe_load(path, map_location="cpu"):
             f"(weights_only=True), so RecBole's own checkpoints (they pickle a Config) cannot be used"
         ) from None
     except Exception as e:  # a truncated or damaged zip archive, or not a torch file at all
-        raise PCLError(f"{path} is truncated or not a torch checkpoint ({type(e).__name__}); delete or replace it") from None
+        raise PCLError(
+            f"{path} is truncated or not a torch checkpoint ({type(e).__name__}); delete or replace it"
+        ) from None

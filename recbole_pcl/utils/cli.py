@@ -1,4 +1,5 @@
 """What the command lines share: bad input as one line and exit status 2."""
+
 import sys
 import warnings
 

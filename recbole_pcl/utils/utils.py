@@ -1,4 +1,5 @@
 """Model and trainer lookup: recbole_pcl first, then RecBole (as RecBole-GNN does)."""
+
 import importlib
 import pkgutil
 from pathlib import Path

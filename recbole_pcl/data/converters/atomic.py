@@ -24,10 +24,10 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Sequence
 
 import pandas as pd
 
@@ -41,7 +41,7 @@ FORMAT_VERSION = 1
 
 
 # --------------------------------------------------------------------------- atomic directory
-def describe_sources(converter: str, dataset_name: str, files: Sequence[Path]) -> Dict:
+def describe_sources(converter: str, dataset_name: str, files: Sequence[Path]) -> dict:
     """What a conversion is made from: written to (and compared with) the ``.complete`` marker.
 
     Each file is named by its resolved path, size and modification time, so an edited or replaced
@@ -63,7 +63,7 @@ def describe_sources(converter: str, dataset_name: str, files: Sequence[Path]) -
     }
 
 
-def is_complete(out_dir: Path, description: Dict) -> bool:
+def is_complete(out_dir: Path, description: dict) -> bool:
     """True when ``out_dir`` holds a finished conversion of exactly ``description``."""
     marker = Path(out_dir) / MARKER
     try:
@@ -79,7 +79,7 @@ def check_dataset_name(dataset_name: str) -> str:
     return dataset_name
 
 
-def convert_atomically(out_dir, description: Dict, write: Callable[[Path], None]) -> Path:
+def convert_atomically(out_dir, description: dict, write: Callable[[Path], None]) -> Path:
     """Run ``write(tmp_dir)`` and move its result to ``out_dir`` only if it fully succeeded.
 
     ``out_dir`` may be absent or hold a complete conversion of another input (it is then replaced
@@ -102,9 +102,7 @@ def convert_atomically(out_dir, description: Dict, write: Callable[[Path], None]
         os.chmod(tmp_dir, 0o777 & ~_current_umask())
         write(tmp_dir)
         # The marker is written last: its presence means every other file is complete.
-        (tmp_dir / MARKER).write_text(
-            json.dumps(description, indent=1, sort_keys=True) + "\n", encoding="utf-8"
-        )
+        (tmp_dir / MARKER).write_text(json.dumps(description, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         _move_into_place(tmp_dir, out_dir, description)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -119,7 +117,7 @@ def _current_umask() -> int:
     return mask
 
 
-def _move_into_place(tmp_dir: Path, out_dir: Path, description: Dict) -> None:
+def _move_into_place(tmp_dir: Path, out_dir: Path, description: dict) -> None:
     """Rename ``tmp_dir`` to ``out_dir``; an older complete ``out_dir`` is swapped out first."""
     if not out_dir.exists():
         try:
@@ -206,8 +204,7 @@ def _checked(chunk: pd.DataFrame, path: Path, columns: Sequence[Column]) -> pd.D
             if bad.any():
                 row = bad.idxmax()
                 raise PCLError(
-                    f"{path}: column '{column.name}' has a non-numeric value "
-                    f"{values[row]!r} on line {row + 2}"
+                    f"{path}: column '{column.name}' has a non-numeric value {values[row]!r} on line {row + 2}"
                 )
             chunk[column.name] = parsed
             values = parsed
@@ -227,7 +224,7 @@ class AtomicFileWriter:
     quoted), which is how RecBole's ``pandas.read_csv`` reads the file back.
     """
 
-    def __init__(self, path: Path, fields: Dict[str, str]):
+    def __init__(self, path: Path, fields: dict[str, str]):
         self.path = Path(path)
         self.fields = dict(fields)
         self.rows = 0
@@ -246,7 +243,7 @@ class AtomicFileWriter:
 
 
 @contextmanager
-def atomic_file(path: Path, fields: Dict[str, str]) -> Iterator[AtomicFileWriter]:
+def atomic_file(path: Path, fields: dict[str, str]) -> Iterator[AtomicFileWriter]:
     """``with atomic_file(tmp_dir / "x.inter", {...}) as out: out.write(df)``."""
     writer = AtomicFileWriter(path, fields)
     try:

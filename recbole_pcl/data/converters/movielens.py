@@ -90,11 +90,7 @@ def write_interactions(ratings_csv: Path, inter_path: Path, chunksize: int, movi
                     row = int((~known).idxmax())
                     first_dropped = f"line {row + 2}, movieId {chunk['movieId'][row]}"
                 chunk = chunk[known]
-            out.write(
-                chunk.rename(columns={"userId": "user_id", "movieId": "item_id"}).astype(
-                    {"rating": "float64"}
-                )
-            )
+            out.write(chunk.rename(columns={"userId": "user_id", "movieId": "item_id"}).astype({"rating": "float64"}))
     if dropped:
         logger.warning(
             "%s: dropped %d rating(s) of movies not listed in movies.csv (first: %s)",
@@ -149,7 +145,5 @@ def genre_tokens(genres: pd.Series) -> pd.Series:
     """
     genres = genres.fillna("").astype(str).str.strip()
     genres = genres.where(genres != NO_GENRES, "")
-    tokens = genres.str.split("|").map(
-        lambda names: " ".join("_".join(name.split()) for name in names if name.strip())
-    )
+    tokens = genres.str.split("|").map(lambda names: " ".join("_".join(name.split()) for name in names if name.strip()))
     return tokens

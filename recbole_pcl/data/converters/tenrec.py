@@ -25,7 +25,6 @@ Tenrec data: it only mimics its format and has learnable structure (see its docs
 import logging
 import os
 from pathlib import Path
-from typing import List
 
 import numpy as np
 import pandas as pd
@@ -106,11 +105,11 @@ class FirstSeen:
     of distinct keys, not of rows, and merging costs amortised linear time.
     """
 
-    def __init__(self, columns: List[str], compact_rows: int):
+    def __init__(self, columns: list[str], compact_rows: int):
         self.columns = list(columns)
         self.key = self.columns[0]
         self.compact_rows = max(int(compact_rows), 1)
-        self._parts: List[pd.DataFrame] = []
+        self._parts: list[pd.DataFrame] = []
         self._pending = 0
         self._merged = 0
 
@@ -134,7 +133,7 @@ class FirstSeen:
         return self._parts[0] if self._parts else pd.DataFrame(columns=self.columns)
 
 
-def unknown_as_missing(frame: pd.DataFrame, columns: List[str]) -> pd.DataFrame:
+def unknown_as_missing(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Tenrec codes unknown gender/age as 0; an empty token is what RecBole treats as missing."""
     frame = frame.copy()
     for column in columns:
@@ -180,7 +179,9 @@ def generate_synthetic_tenrec(
     (``chunk_users x n_items`` affinities) however many users there are.
     """
     if n_categories < 1 or n_items < n_categories or n_users < 1 or not 1 <= min_len <= max_len or chunk_users < 1:
-        raise ValueError("need n_users >= 1, n_items >= n_categories >= 1, 1 <= min_len <= max_len and chunk_users >= 1")
+        raise ValueError(
+            "need n_users >= 1, n_items >= n_categories >= 1, 1 <= min_len <= max_len and chunk_users >= 1"
+        )
     rng = np.random.default_rng(seed)
     items = _synthetic_items(rng, n_items, n_categories)
     # Each category leans to a couple of age groups and to one gender.
@@ -202,19 +203,20 @@ def generate_synthetic_tenrec(
                     scale = (float(affinity.mean()), float(affinity.std()))
                 affinity = (affinity - scale[0]) / scale[1]
                 _synthetic_chunk(chunk_rng, users, interests, affinity, gender, age, items, min_len, max_len).to_csv(
-                    f, header=False, index=False, lineterminator="\n")
+                    f, header=False, index=False, lineterminator="\n"
+                )
         os.replace(partial, csv_path)
     finally:
         partial.unlink(missing_ok=True)
-    logger.warning(
-        "%s is SYNTHETIC Tenrec-format data (seed %d), not the real Tenrec dataset", csv_path, seed
-    )
+    logger.warning("%s is SYNTHETIC Tenrec-format data (seed %d), not the real Tenrec dataset", csv_path, seed)
     return csv_path
 
 
 def _synthetic_chunk(rng, users, interests, affinity, gender, age, items, min_len, max_len):
     """The rows of ``users`` (a chunk), each user's in watching order."""
-    parts = [_synthetic_user_rows(rng, u, interests[i], affinity[i], items, min_len, max_len) for i, u in enumerate(users)]
+    parts = [
+        _synthetic_user_rows(rng, u, interests[i], affinity[i], items, min_len, max_len) for i, u in enumerate(users)
+    ]
     local = np.repeat(np.arange(len(users)), [len(p[0]) for p in parts])
     item = np.concatenate([p[0] for p in parts])
     click = np.concatenate([p[1] for p in parts])
@@ -287,9 +289,7 @@ def _synthetic_user_rows(rng, user, interests, affinity, items, min_len, max_len
     # Category chain: stay with probability STAY_IN_CATEGORY, else redraw from the interests; each
     # position takes the category drawn at the latest redraw.
     redraw = rng.random(length) >= STAY_IN_CATEGORY
-    fresh = np.minimum(
-        np.searchsorted(cum_interest, rng.random(length) * cum_interest[-1]), len(interests) - 1
-    )
+    fresh = np.minimum(np.searchsorted(cum_interest, rng.random(length) * cum_interest[-1]), len(interests) - 1)
     redraw[0] = True
     categories = fresh[np.maximum.accumulate(np.where(redraw, np.arange(length), 0))]
     # Items within each category: probability ~ popularity * exp(affinity).

@@ -9,6 +9,7 @@ Pretrain SASRec on T1, then for each downstream task fine-tune every parameter (
 embeddings, head) starting from the pretrained weights. T1's backbone is left untouched and each task
 keeps its own fine-tuned copy (#B = the number of tasks).
 """
+
 from recbole_pcl.model.sequential_recommender.sasrecpertask import SASRecPerTask
 
 

@@ -11,6 +11,7 @@ shared; ``num_experts`` SASRec transformer stacks (the experts) encode the seque
 outputs into the task's user vector, and its tower (the task's head) predicts. #B = 1 (the experts
 are one model), #F = the number of tasks.
 """
+
 import copy
 
 import torch

@@ -7,6 +7,7 @@ Reference:
 "MMoE+" of the PCL paper's Table 1: :class:`MMoE` whose task weights come from MGDA's min-norm
 solver at every step (``task_weighting: mgda`` in MMoEPlus.yaml; :mod:`recbole_pcl.trainer.mgda`).
 """
+
 from recbole_pcl.model.sequential_recommender.mmoe import MMoE
 
 

@@ -9,6 +9,7 @@ backbone and item embeddings are shared, each downstream link task scores its ow
 of the user vector against the item table and each class task has a classifier (#B = 1, #F = the
 number of tasks). The tasks' losses are summed (``task_weighting: equal``; MTLPlus: MGDA).
 """
+
 from recbole_pcl.model.abstract_recommender import JointRecommender, TaskSASRec
 
 

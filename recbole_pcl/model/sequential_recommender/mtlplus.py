@@ -7,6 +7,7 @@ Reference:
 "MTL+" of the PCL paper's Table 1: :class:`MTL` whose task weights come from MGDA's min-norm solver
 at every step (``task_weighting: mgda`` in MTLPlus.yaml; :mod:`recbole_pcl.trainer.mgda`).
 """
+
 from recbole_pcl.model.sequential_recommender.mtl import MTL
 
 

@@ -20,6 +20,7 @@ Link tasks score against the frozen item table. **Prompts are attached in** :met
 The attention layer is shared and keeps learning with each new task; to keep old tasks exactly as
 they were, each task's contextual prompt vector is frozen when its stage ends (:meth:`end_task`).
 """
+
 import torch
 from torch import nn
 
@@ -30,8 +31,15 @@ from recbole_pcl.utils.errors import PCLError
 
 class PCL(TaskSASRec, ContinualRecommender):
     downstream_settings = TaskSASRec.downstream_settings + (
-        "prompt_length", "context_lambda", "contextual_prompt", "context_heads", "context_text_dim",
-        "text_encoder", "prompt_init", "normalize_context", "tune_cold_items",
+        "prompt_length",
+        "context_lambda",
+        "contextual_prompt",
+        "context_heads",
+        "context_text_dim",
+        "text_encoder",
+        "prompt_init",
+        "normalize_context",
+        "tune_cold_items",
     )
 
     def __init__(self, config, dataset):
@@ -44,7 +52,9 @@ class PCL(TaskSASRec, ContinualRecommender):
             cold = torch.zeros(self.n_items, 1)
             cold[torch.as_tensor(cold_items(config, self.n_items), dtype=torch.long)] = 1.0
             self.register_buffer("cold_rows", cold, persistent=False)
-            self.item_embedding.weight.register_hook(lambda grad: grad if self.active_task is None else grad * self.cold_rows)
+            self.item_embedding.weight.register_hook(
+                lambda grad: grad if self.active_task is None else grad * self.cold_rows
+            )
         self.contextual_prompt = config["contextual_prompt"]  # lm | random | none
         self.prompt_init = config["prompt_init"]  # previous | random
 
@@ -92,7 +102,9 @@ class PCL(TaskSASRec, ContinualRecommender):
                 raise PCLError(f"task '{name}': attribute field '{attribute}' is not an item feature")
             values = self._item_features[attribute]
             # item id -> attribute ids, kept on the model's device (not saved: derived from the data)
-            self.register_buffer(f"attribute_of_item_{name}", values.to(self.item_embedding.weight.device), persistent=False)
+            self.register_buffer(
+                f"attribute_of_item_{name}", values.to(self.item_embedding.weight.device), persistent=False
+            )
             self.attributes[name] = nn.Embedding(int(values.max()) + 1, self.hidden_size, padding_idx=0)
 
     def init_task(self, name):

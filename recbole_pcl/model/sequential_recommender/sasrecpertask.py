@@ -10,6 +10,7 @@ pretraining that the other methods share (stage 0); each downstream task k train
 initialised copy of the backbone, with a head for class tasks. Its results are the reference of
 forward transfer (FWT) for the continual methods.
 """
+
 import copy
 
 from torch import nn

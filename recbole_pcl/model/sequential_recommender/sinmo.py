@@ -9,6 +9,7 @@ earlier tasks kept apart (#B = 1): after T1, each task fine-tunes the whole back
 embeddings (and trains its head), so the final model serves every task with the weights the last
 task left. Earlier tasks' heads stay as their stages left them.
 """
+
 from recbole_pcl.model.abstract_recommender import ContinualRecommender, TaskSASRec
 
 

@@ -6,6 +6,7 @@ task's training labels (link tasks, like RecBole's ``Pop``) and the majority cla
 It ignores the input sequence. Runs through the same continual stages and evaluator as PCL:
 ``python run_recbole_pcl.py --model=TaskPrior --dataset=ml-100k``.
 """
+
 import torch
 from torch import nn
 
@@ -25,7 +26,9 @@ class TaskPrior(ContinualRecommender):
 
     def add_task(self, name, kind, num_classes=0, attribute=None):
         super().add_task(name, kind, num_classes, attribute)
-        self.counts[name] = nn.Parameter(torch.zeros(self.n_items if kind == "link" else num_classes), requires_grad=False)
+        self.counts[name] = nn.Parameter(
+            torch.zeros(self.n_items if kind == "link" else num_classes), requires_grad=False
+        )
 
     def init_task(self, name):
         self.counts[name].zero_()

@@ -31,6 +31,7 @@ pseudo-labels use the whole input sequence. As in the reference code, T1 is trai
 (so stage 0 is not the plain SASRec pretraining the other methods share), the task embeddings are kept
 within [-6, 6], and the student reproduces task j's logits with task j's mask.
 """
+
 import copy
 import math
 
@@ -57,10 +58,16 @@ class TERACON(TaskSASRec, ContinualRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.s_max, self.alpha, self.c = config["mask_scale_max"], config["kr_alpha"], config["sampling_scale"]
-        self.masked = [m for layer in self.trm_encoder.layer for m in (layer.multi_head_attention.dense, layer.feed_forward.dense_2)]
+        self.masked = [
+            m
+            for layer in self.trm_encoder.layer
+            for m in (layer.multi_head_attention.dense, layer.feed_forward.dense_2)
+        ]
         for module in self.masked:
             module.register_forward_hook(_apply_mask)
-        self.task_emb = nn.ParameterDict({T1: nn.Parameter(torch.empty(len(self.masked), self.hidden_size).uniform_(0, 2))})
+        self.task_emb = nn.ParameterDict(
+            {T1: nn.Parameter(torch.empty(len(self.masked), self.hidden_size).uniform_(0, 2))}
+        )
         self.relation_weight = nn.ParameterDict()  # task -> [masked layers, 2n - 1]: f_k over the task axis
         self.relation_bias = nn.ParameterDict()  # task -> [masked layers]
         self.known = [T1]  # the tasks learned so far, in order
@@ -148,7 +155,11 @@ class TERACON(TaskSASRec, ContinualRecommender):
         return [p for key, p in self.named_parameters() if self._learned(key)]
 
     def stage_keys(self, name, keys):
-        return super().stage_keys(name, keys) + [f"task_emb.{T1}"] if name is None else [k for k in keys if self._learned(k)]
+        return (
+            super().stage_keys(name, keys) + [f"task_emb.{T1}"]
+            if name is None
+            else [k for k in keys if self._learned(k)]
+        )
 
     def _learned(self, key):
         """Whether state key ``key`` belongs to the backbone or to a task learned so far."""
@@ -188,6 +199,8 @@ class TERACON(TaskSASRec, ContinualRecommender):
         with torch.no_grad():  # Eq. 15, for the next batch
             current = self.masks(task, self.s)
             for key in self.rho:
-                similarity = torch.sigmoid(self.c * F.cosine_similarity(current, self.teacher.masks(self.api(key), self.s), dim=-1))
+                similarity = torch.sigmoid(
+                    self.c * F.cosine_similarity(current, self.teacher.masks(self.api(key), self.s), dim=-1)
+                )
                 self.rho[key] = float(1 - similarity.mean())
         return loss
