@@ -104,6 +104,8 @@ def load_feat(self, filepath, source):
         return None
     df = pd.read_csv(filepath, delimiter=sep, usecols=usecols, dtype=dtype, encoding=encoding, engine="python")
     df.columns = fields
+    if source == FeatureSource.INTERACTION:
+        df = missing_values(df, [f for f in fields if self.field2type[f] == FeatureType.FLOAT], filepath, self)
     for field in fields:
         ftype = self.field2type[field]
         if not ftype.value.endswith("seq"):
@@ -121,6 +123,31 @@ def load_feat(self, filepath, source):
         else:
             self.field2seqlen[field] = max_len
     return df
+
+
+def missing_values(df, fields, filepath, dataset):
+    """The interactions ``df`` read from ``filepath``, as the setting ``missing_values`` says for empty
+    or NaN cells of its float ``fields`` (ratings...): ``refuse`` (a :class:`PCLError` naming the file,
+    line and column of the first), ``drop`` (those interactions are dropped, and counted in the log) or
+    ``fill`` (RecBole's own: the column mean, later)."""
+    from recbole_pcl.utils.errors import PCLError
+
+    mode = dataset.config["missing_values"] or "fill"
+    missing = df[fields].isna() if fields else None
+    if mode == "fill" or missing is None or not missing.to_numpy().any():
+        return df
+    rows = missing.any(axis=1).to_numpy()
+    if mode == "drop":
+        dataset.logger.warning(
+            f"{filepath}: {int(rows.sum())} interactions with an empty or NaN {', '.join(fields)} dropped"
+        )
+        return df[~rows].reset_index(drop=True)
+    first = int(np.flatnonzero(rows)[0])
+    column = next(f for f in fields if missing[f].iat[first])
+    raise PCLError(
+        f"{filepath}, line {first + 2}, column '{column}': empty or NaN value ({int(rows.sum())} such rows); "
+        f"set missing_values: drop to drop them, or fill for RecBole's column mean"
+    )
 
 
 def _elementwise_len_agg(original):

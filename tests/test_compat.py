@@ -6,13 +6,14 @@ from recbole.data.dataset import SequentialDataset
 
 import recbole_pcl  # noqa: F401  (applies the compat shims)
 from recbole_pcl.config import Config
+from recbole_pcl.utils import PCLError
 
 
 def test_numpy_aliases_restored():
     assert np.float_ is np.float64 and np.complex_ is np.complex128 and np.unicode_ is np.str_
 
 
-def _load(tmp_path, inter_rows, item_rows=None):
+def _load(tmp_path, inter_rows, item_rows=None, **settings):
     d = tmp_path / "nanset"
     d.mkdir()
     (d / "nanset.inter").write_text("\n".join(inter_rows) + "\n")
@@ -23,23 +24,29 @@ def _load(tmp_path, inter_rows, item_rows=None):
     config = Config(
         "SASRec",
         "nanset",
-        config_dict={"data_path": str(tmp_path), "load_col": load_col, "normalize_all": False, "state": "WARNING"},
+        config_dict={
+            "data_path": str(tmp_path),
+            "load_col": load_col,
+            "normalize_all": False,
+            "state": "WARNING",
+            **settings,
+        },
     )
     return SequentialDataset(config)
 
 
-def test_nan_in_float_and_token_fields_is_filled(tmp_path):
-    ds = _load(
-        tmp_path,
-        [
-            "user_id:token\titem_id:token\ttimestamp:float\tscore:float\tsource:token",
-            "u1\ti1\t1\t1.0\ta",
-            "u1\ti2\t2\t\tb",  # NaN float
-            "u1\ti3\t3\t3.0\t",  # NaN token
-            "u2\ti1\t1\t5.0\ta",
-            "u2\ti3\t2\t\t",  # both
-        ],
-    )
+NAN_ROWS = [
+    "user_id:token\titem_id:token\ttimestamp:float\tscore:float\tsource:token",
+    "u1\ti1\t1\t1.0\ta",
+    "u1\ti2\t2\t\tb",  # NaN float
+    "u1\ti3\t3\t3.0\t",  # NaN token
+    "u2\ti1\t1\t5.0\ta",
+    "u2\ti3\t2\tNaN\t",  # both
+]
+
+
+def test_nan_in_float_and_token_fields_is_filled_when_asked(tmp_path):
+    ds = _load(tmp_path, NAN_ROWS, missing_values="fill")
     df = ds.inter_feat
     assert not df["score"].isna().any() and not df["source"].isna().any()
     rows = {
@@ -51,6 +58,21 @@ def test_nan_in_float_and_token_fields_is_filled(tmp_path):
     assert rows[("u1", "i3")] == (pytest.approx(3.0), "[PAD]")
     assert rows[("u2", "i3")] == (pytest.approx(3.0), "[PAD]")
     assert rows[("u1", "i1")] == (pytest.approx(1.0), "a")
+
+
+def test_empty_or_nan_ratings_are_refused_by_default_naming_file_line_column(tmp_path):
+    with pytest.raises(PCLError, match=r"nanset\.inter, line 3, column 'score': empty or NaN value \(2 such rows\)"):
+        _load(tmp_path, NAN_ROWS)
+
+
+def test_empty_or_nan_ratings_are_dropped_and_counted_when_asked(tmp_path, caplog):
+    ds = _load(tmp_path, NAN_ROWS, missing_values="drop")
+    pairs = {
+        (ds.id2token("user_id", u), ds.id2token("item_id", i))
+        for u, i in zip(ds.inter_feat["user_id"], ds.inter_feat["item_id"])
+    }
+    assert pairs == {("u1", "i1"), ("u1", "i3"), ("u2", "i1")}
+    assert "2 interactions with an empty or NaN timestamp, score dropped" in caplog.text
 
 
 def test_empty_token_seq_cell_loads_as_empty_sequence(tmp_path):

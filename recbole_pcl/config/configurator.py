@@ -45,7 +45,7 @@ class Config(RecBoleConfig):
                 raise PCLError(f"config file not found: {file}")
         # RecBole converts config_dict's text values in place: give it a copy, not the caller's dict
         super().__init__(model, dataset, config_file_list, dict(config_dict) if config_dict else None)
-        validate(self.final_config_dict, self.external_config_dict, self._default_types)
+        validate(self.final_config_dict, self.external_config_dict, self._default_types, self.model_class)
 
     def for_model(self, model):
         """The configuration of ``model`` from the same dataset, files, ``config_dict`` and options."""

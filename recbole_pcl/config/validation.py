@@ -14,6 +14,7 @@ Two checks, both on the keys the user gave (files, ``config_dict``, ``--key=valu
 import difflib
 import functools
 import inspect
+import os
 import re
 from pathlib import Path
 
@@ -94,7 +95,6 @@ RULES = {
     "MAX_ITEM_LIST_LENGTH": _positive_int(),
     "hidden_dropout_prob": _probability(),
     "attn_dropout_prob": _probability(),
-    "loss_type": Rule("str", choices=("CE", "BPR")),
     # continual task data and runs (properties/overall.yaml)
     "label_window": _positive_int(),
     "task_split": Rule("list"),
@@ -104,6 +104,7 @@ RULES = {
     "n_folds": Rule("int", low=2),
     "cold_item_share": Rule("float", low=0, high=1, high_open=True),
     "tune_cold_items": Rule("bool"),
+    "missing_values": Rule("str", choices=("refuse", "drop", "fill")),
     "fold": Rule("int", low=0, nullable=True),
     "compare_folds": Rule("list", nullable=True),
     "task_weighting": Rule("str", choices=("equal", "mgda")),
@@ -136,11 +137,45 @@ def _divides(config, key, total_key):
         raise PCLError(f"setting '{key}' ({config[key]}) must divide '{total_key}' ({config[total_key]})")
 
 
-def validate(final, user_keys, default_types):
+# Settings whose allowed values differ from model to model: read from the model's own code (the
+# values it compares the setting with), so that validation never refuses what the model accepts.
+MODEL_CHOICES = ("loss_type",)
+
+
+def model_choices(model_class, key):
+    """The values of ``key`` that ``model_class``'s code (its module and its ancestors') branches
+    on, e.g. ``loss_type`` CE/BPR for SASRec, CE/BPR/NLL for SINE, MSE/BCE for CDAE; ``(values,
+    case_sensitive)``, or None when its code compares the setting with nothing (any value is its own
+    business)."""
+    values, exact = set(), True
+    for cls in model_class.__mro__:
+        module = inspect.getmodule(cls)
+        if module is None or not (module.__name__.startswith(("recbole.", "recbole_pcl."))):
+            continue
+        source = inspect.getsource(module)
+        for lower, literal in re.findall(rf"{key}(\.lower\(\))?\s*==\s*['\"](\w+)['\"]", source):
+            values.add(literal)
+            exact = exact and not lower
+        for group in re.findall(rf"{key}\s+in\s*[\[(]([^\])]*)[\])]", source):
+            values.update(re.findall(r"['\"](\w+)['\"]", group))
+    return (tuple(sorted(values)), exact) if values else None
+
+
+def _check_model_choice(model_class, key, value):
+    found = model_choices(model_class, key) if model_class is not None else None
+    if found is None or value is None:
+        return
+    choices, exact = found
+    accepted = value in choices if exact else str(value).lower() in {c.lower() for c in choices}
+    if not accepted:
+        raise PCLError(f"setting '{key}' must be one of {', '.join(choices)} for {model_class.__name__}, got {value!r}")
+
+
+def validate(final, user_keys, default_types, model_class=None):
     """Check the user's ``user_keys`` of the resolved settings ``final``.
 
     ``default_types`` maps each key to the type of its default before the user's files and options
-    were applied (None where the key has no default)."""
+    were applied (None where the key has no default); ``model_class``: the model they are for."""
     known = known_keys()
     for key in user_keys:
         if key not in known and key not in default_types:
@@ -148,7 +183,9 @@ def validate(final, user_keys, default_types):
             hint = f"; did you mean '{close[0]}'?" if close else " (see properties/overall.yaml and RecBole's docs)"
             raise PCLError(f"unknown setting '{key}'{hint}")
         value = final[key]
-        if key in RULES:
+        if key in MODEL_CHOICES:
+            _check_model_choice(model_class, key, value)
+        elif key in RULES:
             RULES[key].check(key, value)
         elif (
             value is not None
@@ -166,6 +203,9 @@ def validate(final, user_keys, default_types):
         raise PCLError(
             f"setting 'compare_folds' must be a non-empty list of folds below 'n_folds' ({final['n_folds']}), got {folds!r}"
         )
+    folder = final.get("checkpoint_dir")
+    if isinstance(folder, str) and os.path.exists(folder) and not os.path.isdir(folder):
+        raise PCLError(f"setting 'checkpoint_dir' names a file, not a folder: {folder}")
     _divides(final, "n_heads", "hidden_size")
     if final.get("contextual_prompt") not in (None, "none"):
         _divides(final, "context_heads", "hidden_size")

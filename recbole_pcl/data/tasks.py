@@ -126,7 +126,15 @@ def parse_tasks(raw_tasks):
     """The enabled tasks, in yaml order; the first must be plain next-item prediction (T1)."""
     if not raw_tasks:
         raise PCLError("no 'tasks' declared for this dataset (see properties/dataset/ml-100k.yaml for the format)")
-    tasks = [parse_task(raw, i) for i, raw in enumerate(raw_tasks) if raw.get("enabled", True) is not False]
+    if not isinstance(raw_tasks, (list, tuple)):
+        raise PCLError(
+            f"setting 'tasks' must be a list of task mappings (see properties/dataset/ml-100k.yaml), got {raw_tasks!r}"
+        )
+    tasks = [
+        parse_task(raw, i)
+        for i, raw in enumerate(raw_tasks)
+        if not isinstance(raw, dict) or raw.get("enabled", True) is not False
+    ]
     names = [t.name for t in tasks]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:

@@ -26,7 +26,7 @@ from recbole_pcl.config import Config
 from recbole_pcl.experiment.runner import Job, failures, run_jobs, runner_settings
 from recbole_pcl.pipeline.identity import digest
 from recbole_pcl.pipeline.report import write_csv
-from recbole_pcl.utils.checkpoint import atomic_path, atomic_write_text
+from recbole_pcl.utils.checkpoint import atomic_path, atomic_write_text, describe_os_error, read_json
 from recbole_pcl.utils.errors import PCLError
 from recbole_pcl.utils.utils import get_model
 
@@ -75,8 +75,10 @@ def table_metrics(spec):
 def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cmd_args=None, name="compare"):
     """Run every method of ``methods`` (model names or :class:`Method` specs) on every fold of
     ``dataset``; returns the comparison dict and writes compare.json/.csv/.md/.png into
-    ``<checkpoint_dir>/<name>-<dataset>-<hash>/``. A failed (method, fold) run is reported and its
-    method left out of the table; the other runs' results are kept."""
+    ``<checkpoint_dir>/<name>-<dataset>-<hash>/``. Every method's model and settings are checked
+    before anything trains (a :class:`PCLError` names the method). A failed (method, fold) run is
+    reported in ``failures`` and its method left out of the table; the other runs' results are kept.
+    When every run fails, a :class:`PCLError` names the first failure."""
     methods = list({m.label: m for m in map(Method.parse, methods)}.values())
     if any(str(a).startswith("--fold=") for a in cmd_args or []) or "fold" in (config_dict or {}):
         raise PCLError("a comparison runs every fold itself: do not set 'fold' (set n_folds)")
@@ -96,22 +98,22 @@ def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cm
         for f in folds
         for m in methods
     ]
-    pipelines, refused = {}, {}
-    for job in jobs:  # a method whose settings are refused is reported; the others still run
+    pipelines = {}
+    for job in jobs:  # every model and setting is checked before anything trains
         try:
             pipelines[job.key] = job.pipeline()
         except PCLError as e:
-            refused[job.key] = {"ok": False, "error": f"PCLError: {e}", "seconds": 0.0}
+            raise PCLError(f"method '{job.key.rsplit('/', 1)[0]}': {e}") from None
     runs = {k: digest(p.identity.run()) for k, p in pipelines.items()}  # each (method, fold) run's identity
-    key = digest([[k, d] for k, d in runs.items()] + sorted(refused))
-    out = os.path.join(base["checkpoint_dir"], f"{name}-{dataset}-{key[:8]}")
+    out = os.path.join(base["checkpoint_dir"], f"{name}-{dataset}-{digest(list(runs.items()))[:8]}")
     start = time.time()
-    outcomes = dict(refused, **run_jobs([j for j in jobs if j.key in pipelines], **runner_settings(base)))
+    outcomes = run_jobs(jobs, **runner_settings(base))
     failed = failures(outcomes)
+    if len(failed) == len(jobs):
+        first = next(iter(failed))
+        raise PCLError(f"every run of the comparison failed; the first, {first}: {failed[first]}")
     complete = [m for m in methods if all(outcomes[f"{m.label}/fold-{f}"]["ok"] for f in folds)]
     results = {(m.label, f): outcomes[f"{m.label}/fold-{f}"]["result"] for m in complete for f in folds}
-    if not pipelines:
-        raise PCLError(f"no compared method can run: {'; '.join(sorted(set(o['error'] for o in refused.values())))}")
     specs = next(iter(pipelines.values())).specs
     comparison = (
         summarise(complete, folds, specs, results) if complete else {"methods": [], "table": "", "differences": ""}
@@ -125,10 +127,21 @@ def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cm
         directory=out,
         failures=failed,
         runs=runs,
+        shared=shared_identity(pipelines.values()),
     )
     write_comparison(out, comparison, specs)
     logger.info(set_color("Comparison", "yellow") + f" ({out}):\n{comparison['table']}")
     return comparison
+
+
+def shared_identity(pipelines):
+    """What every run of a comparison shares: the data files, the task sequence and the T1
+    pretraining stage of the methods that start from it. Two comparisons with no method in common
+    merge only when this agrees (:func:`merge_comparisons`)."""
+    pipelines = list(pipelines)
+    identity = pipelines[0].identity
+    pretraining = sorted({p.stage0_digest() for p in pipelines if p.model_class.pretraining})
+    return {"data": identity.data, "tasks": identity.tasks, "pretraining": pretraining}
 
 
 def compared_folds(config):
@@ -304,10 +317,15 @@ def merge_comparisons(paths, out):
     """One comparison from ``compare.json`` files of comparisons run apart (on other machines, or in
     sessions that did not share their runs), written to ``out`` like any comparison.
 
-    They must cover the same dataset, folds and tasks. A method found in several files must agree in
-    every value of every fold (and in its runs' identities, where the files record them): the method
-    shared by both, usually PCL, checks that the two comparisons were made on the same data and
-    settings. Paired differences are recomputed against the reference method (PCL)."""
+    They must cover the same dataset, folds and tasks. Every mean and interval is recomputed from the
+    fold values, and a file whose stored mean disagrees with its folds is refused. A method found in
+    several files must agree in every value of every fold (and in its runs' identities, where the
+    files record them): the method shared by both, usually PCL, checks that the two comparisons were
+    made on the same data and settings; files that share no method merge only when their data, tasks
+    and T1 pretraining agree (``shared``). ``out`` is never an input's folder, nor a folder or file
+    holding anything but an earlier merge. Paired differences are recomputed against the reference
+    method (PCL)."""
+    out = _merge_target(paths, out)
     first, columns, methods, runs, failed, seconds = None, None, {}, {}, {}, 0.0
     source = {}  # where each method and each run was first found
     for path in paths:
@@ -318,12 +336,16 @@ def merge_comparisons(paths, out):
                 raise PCLError(
                     f"{path} has {key} {comparison[key]!r} but {first[0]} has {first[1][key]!r}: only comparisons of the same folds merge"
                 )
+        labels = {row["method"] for row in comparison["methods"]}
+        if methods and not labels & set(methods):
+            _check_shared(path, comparison, first)
         for key, identity in comparison.get("runs", {}).items():
             if runs.setdefault(key, identity) != identity:
                 raise PCLError(f"{path}: run {key} has another identity than in {source[key]} (other settings or data)")
             source.setdefault(key, path)
         for row in comparison["methods"]:
             label = row["method"]
+            _check_means(path, row)
             columns = columns or list(row["tasks"])
             if list(row["tasks"]) != columns:
                 raise PCLError(
@@ -354,20 +376,64 @@ def merge_comparisons(paths, out):
         directory=out,
         failures=failed,
         runs=runs,
+        shared=data.get("shared"),
         merged_from=list(paths),
     )
     write_comparison(out, merged, specs)
     return merged
 
 
+OUTPUTS = ("compare.json", "compare.csv", "compare.md", "compare.png")
+
+
+def _merge_target(paths, out):
+    """``out`` as a folder a merge may write: not an input's folder, not a file, and holding no
+    comparison files but those of an earlier merge (which it replaces)."""
+    target = os.path.abspath(out)
+    for path in paths:
+        if os.path.dirname(os.path.abspath(path)) == target:
+            raise PCLError(f"--out {out} is the folder of the input {path}: a merge never writes over its inputs")
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise PCLError(f"--out {out} is a file: give a folder for the merged comparison")
+    existing = [n for n in OUTPUTS if os.path.exists(os.path.join(target, n))]
+    if existing:
+        written = os.path.join(target, "compare.json")
+        earlier = _read_comparison(written) if os.path.isfile(written) else {}
+        if "merged_from" not in earlier:
+            raise PCLError(
+                f"--out {out} holds {', '.join(existing)} of another comparison: a merge only replaces an earlier merge"
+            )
+    return out
+
+
+def _check_shared(path, comparison, first):
+    """Comparisons with no method in common must show that they ran on the same data, tasks and T1
+    pretraining."""
+    mine, theirs = comparison.get("shared"), first[1].get("shared")
+    if not mine or not theirs or not mine.get("pretraining") or mine != theirs:
+        raise PCLError(
+            f"{path} shares no method with {first[0]}, and nothing shows they were made on the same data, "
+            f"tasks and T1 pretraining ('shared' {'differs' if mine and theirs else 'is not recorded'}): "
+            f"they do not merge"
+        )
+
+
+def _check_means(path, row):
+    """Every stored mean and interval must be those of the row's fold values."""
+    for task, metrics in row["tasks"].items():
+        for metric, stat in metrics.items():
+            mean, half = interval(stat["folds"])
+            if not (
+                np.isclose(stat["mean"], mean, rtol=0, atol=1e-9) and np.isclose(stat["ci95"], half, rtol=0, atol=1e-9)
+            ):
+                raise PCLError(
+                    f"{path}: method '{row['method']}' {task} {metric}: the stored mean ± interval "
+                    f"{stat['mean']} ± {stat['ci95']} is not that of its folds ({mean} ± {half})"
+                )
+
+
 def _read_comparison(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            comparison = json.load(f)
-    except OSError as e:
-        raise PCLError(f"comparison {path} cannot be read: {e.strerror}") from None
-    except ValueError:
-        comparison = None
+    comparison = read_json(path, "comparison")
     if not isinstance(comparison, dict) or not {"methods", "dataset", "n_folds", "fold_indices"} <= set(comparison):
         raise PCLError(f"{path} is not a compare.json written by a comparison")
     return comparison
@@ -390,7 +456,10 @@ def _merge_method(row, seen, where):
 
 
 def write_comparison(out, comparison, specs):
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise PCLError(f"cannot write the comparison into {out}: {describe_os_error(e, out)}") from None
     flat = []
     for m in comparison["methods"]:
         for task, metrics in m["tasks"].items():

@@ -29,7 +29,7 @@ from torch import nn
 
 from recbole_pcl.config import Config
 from recbole_pcl.data.tasks import parse_tasks
-from recbole_pcl.experiment.compare import interval, run_comparison
+from recbole_pcl.experiment.compare import Method, interval, run_comparison
 from recbole_pcl.experiment.runner import Job, failures, run_jobs, runner_settings
 from recbole_pcl.pipeline.identity import digest
 from recbole_pcl.pipeline.report import write_csv
@@ -68,8 +68,14 @@ class Experiment:
         return os.path.join(self.base["checkpoint_dir"], f"{self.name}-{self.dataset}-{key[:8]}")
 
     def run(self, jobs):
+        """Run ``jobs``; their outcomes and the seconds it took. When every run fails, a
+        :class:`PCLError` names the first failure."""
         start = time.time()
         outcomes = run_jobs(jobs, **self.runner)
+        failed = failures(outcomes)
+        if jobs and len(failed) == len(jobs):
+            first = next(iter(failed))
+            raise PCLError(f"every run of {self.name} failed; the first, {first}: {failed[first]}")
         return outcomes, round(time.time() - start, 1)
 
     def write(self, out, result, rows, markdown, figure):
@@ -208,18 +214,9 @@ def _failures(outcomes):
 # ----- RQ3 ------------------------------------------------------------------------------------------
 def rq3(definition, dataset, config_file_list=None, config_dict=None, cmd_args=None):
     exp = Experiment("rq3", definition, dataset, config_file_list, config_dict, cmd_args)
-    variants = definition["methods"]
+    variants = [Method.parse(v) for v in definition["methods"]]
     folds = exp.base["n_folds"]
-    jobs = [
-        exp.job(
-            f"{v['label']}/fold-{f}",
-            v.get("model", "PCL"),
-            fold=f,
-            **{k: x for k, x in v.items() if k not in ("label", "model")},
-        )
-        for v in variants
-        for f in range(folds)
-    ]
+    jobs = [exp.job(f"{v.label}/fold-{f}", v.model, fold=f, **v.settings) for v in variants for f in range(folds)]
     out = exp.directory(jobs)
     outcomes, seconds = exp.run(jobs)
     tasks = exp.enabled_tasks()[1:]
@@ -227,21 +224,21 @@ def rq3(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
     for v in variants:
         for task_index, task in enumerate(tasks, start=1):
             histories = [
-                outcomes[f"{v['label']}/fold-{f}"]["result"]["stages"][task_index]["valid_history"]
+                outcomes[f"{v.label}/fold-{f}"]["result"]["stages"][task_index]["valid_history"]
                 for f in range(folds)
-                if outcomes[f"{v['label']}/fold-{f}"]["ok"]
+                if outcomes[f"{v.label}/fold-{f}"]["ok"]
             ]
             if not histories:
                 continue
             length = min(len(h) for h in histories)
             curve = np.asarray([h[:length] for h in histories]).mean(0)
-            curves[v["label"], task["name"]] = curve.tolist()
-            finals = [_final(outcomes, f"{v['label']}/fold-{f}", task) for f in range(folds)]
+            curves[v.label, task["name"]] = curve.tolist()
+            finals = [_final(outcomes, f"{v.label}/fold-{f}", task) for f in range(folds)]
             finals = [x for x in finals if x is not None]
             mean, half = interval(finals)
             rows.append(
                 {
-                    "method": v["label"],
+                    "method": v.label,
                     "task": task["name"],
                     "epochs": length,
                     "valid_first_epoch": round(curve[0], 4),
@@ -265,9 +262,9 @@ def rq3(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for v in variants:
-            curve = curves.get((v["label"], task["name"]))
+            curve = curves.get((v.label, task["name"]))
             if curve is not None:
-                ax.plot(range(1, len(curve) + 1), curve, marker=".", label=v["label"])
+                ax.plot(range(1, len(curve) + 1), curve, marker=".", label=v.label)
         ax.set_title(task["name"], fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel("valid " + ("accuracy" if task["kind"] == "class" else "NDCG@10"), fontsize=8)

@@ -19,6 +19,7 @@ executes a list of them:
 """
 
 import os
+import socket
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -162,10 +163,25 @@ def _serial(jobs, show_progress):
     return outcomes
 
 
+def check_ray_address(address, timeout=5.0):
+    """Fail at once, naming ``address``, when nothing answers there: Ray itself retries a dead
+    address for minutes. ``auto`` (a cluster started on this machine) is left to Ray."""
+    if not address or address == "auto":
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise PCLError(f"setting 'ray_address' must be 'auto', 'host:port' or 'ray://host:port', got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise PCLError(f"setting 'ray_address': nothing answers at {address} ({e.strerror or e})") from None
+
+
 def _ray_submitter(address, cpus_per_run, gpus_per_run):
     import ray
 
     if not ray.is_initialized():
+        check_ray_address(address)
         # workers import the same recbole_pcl as this process (a checkout or an installed package)
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         runtime_env = (

@@ -27,6 +27,7 @@ import time
 import yaml
 from tabulate import tabulate
 
+from recbole_pcl.config import Config
 from recbole_pcl.experiment.research import Experiment
 from recbole_pcl.experiment.runner import Job, failures, run_jobs
 from recbole_pcl.pipeline.report import write_csv
@@ -36,21 +37,53 @@ from recbole_pcl.utils.errors import PCLError
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "grid_search")
 
 
-def search_space(space):
-    """Ray Tune domains from the yaml mapping ``{setting: {distribution: arguments}}``."""
+def search_space(space, check=None):
+    """Ray Tune domains from the yaml mapping ``{setting: {distribution: arguments}}``, checked when
+    loaded (before any pretraining): a known distribution with well-formed arguments (a non-empty
+    list of values; ``[low, high]`` with low < high, low > 0 for ``loguniform``), and, with ``check``
+    (``check(setting, value)`` raising :class:`PCLError`), every value or end of a range accepted as
+    that setting."""
     from ray import tune
 
+    if not space:
+        raise PCLError("tune: the definition has no 'space'")
     domains = {}
-    for key, spec in (space or {}).items():
+    for key, spec in space.items():
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
             raise PCLError(
                 f"tune space: '{key}' must be one of {', '.join(f'{{{d}: ...}}' for d in DISTRIBUTIONS)}, got {spec!r}"
             )
         kind, args = next(iter(spec.items()))
+        values = _checked_arguments(key, kind, args)
+        for value in values if check else ():
+            try:
+                check(key, value)
+            except PCLError as e:
+                raise PCLError(f"tune space: '{key}': {value!r} is refused: {e}") from None
         domains[key] = getattr(tune, kind)(args) if kind in ("choice", "grid_search") else getattr(tune, kind)(*args)
-    if not domains:
-        raise PCLError("tune: the definition has no 'space'")
     return domains
+
+
+def _checked_arguments(key, kind, args):
+    """The values of a distribution to check as settings: every choice, or both ends of a range."""
+    if kind in ("choice", "grid_search"):
+        if not isinstance(args, list) or not args:
+            raise PCLError(f"tune space: '{key}': {kind} needs a non-empty list of values, got {args!r}")
+        return args
+    numbers = (
+        isinstance(args, list)
+        and len(args) == 2
+        and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+    )
+    if not numbers or not args[0] < args[1]:
+        raise PCLError(f"tune space: '{key}': {kind} needs [low, high] with low < high, got {args!r}")
+    if kind == "loguniform" and args[0] <= 0:
+        raise PCLError(f"tune space: '{key}': loguniform needs low > 0, got {args!r}")
+    if kind == "randint":
+        if not all(isinstance(a, int) for a in args):
+            raise PCLError(f"tune space: '{key}': randint needs integers [low, high), got {args!r}")
+        return [args[0], args[1] - 1]  # its upper end is excluded
+    return args
 
 
 def trial(params, model, dataset, files, config_dict, cmd_args):
@@ -115,7 +148,10 @@ def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_a
 
     exp = Experiment("tune", definition, dataset, config_file_list, config_dict, cmd_args)
     model = definition.get("model", "PCL")
-    space = search_space(definition.get("space"))
+    space = search_space(
+        definition.get("space"),
+        check=lambda key, value: Config(model, dataset, exp.files, dict(exp.config_dict, **{key: value}), exp.cmd_args),
+    )
     settings = dict(exp.config_dict, **absolute_paths(exp.base))
     pretrain = Job("pretrain", model, dataset, exp.files, settings, exp.cmd_args, pretrain_only=True)
     out = (
@@ -198,6 +234,7 @@ def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_a
         "trials": trials,
         "seconds": round(time.time() - start, 1),
         "directory": out,
+        "failures": {f"trial {i}": t["error"] for i, t in enumerate(trials) if t["error"]},
     }
     atomic_write_text(os.path.join(out, "tune.json"), json.dumps(result, indent=1))
     exp.logger.info(f"tune ({out}): best {best_settings}, mean validation metric {best['score']:.4f}")

@@ -21,6 +21,8 @@ from recbole.model.sequential_recommender.sasrec import SASRec
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_pcl.utils.errors import PCLError
+
 
 class TaskRecommender(SequentialRecommender):
     """A model of every task of a sequence. Subclasses implement :meth:`task_logits`,
@@ -191,8 +193,9 @@ class TaskSASRec(TaskRecommender, SASRec):
         self.backbone_keys = list(self.state_dict())  # what SASRec has is the backbone
         self.pretrain_mode = config["pretrain_mode"]
         if self.pretrain_mode != "prefix" and self.loss_type != "CE":
-            raise ValueError(
-                f"pretrain_mode={self.pretrain_mode} trains every position with cross-entropy: set loss_type=CE"
+            raise PCLError(
+                f"setting 'loss_type' must be CE with pretrain_mode={self.pretrain_mode} (every position is trained "
+                f"with cross-entropy), got {self.loss_type!r}"
             )
         self.head_type = config["adapter"]
         self.heads = nn.ModuleDict()

@@ -29,14 +29,12 @@ from recbole_pcl.pipeline.identity import (
     RunIdentity,
     digest,
     fingerprint_files,
-    first_difference,
     numeric_environment,
     stage_seed,
 )
 from recbole_pcl.pipeline.report import write_report
 from recbole_pcl.pipeline.run_directory import STORE, RunDirectory
 from recbole_pcl.trainer import ContinualTrainer, JointTrainer
-from recbole_pcl.utils.checkpoint import safe_load
 from recbole_pcl.utils.errors import PCLError
 
 FWT_REFERENCE = "SASRecPerTask"  # each task learned alone, from scratch
@@ -62,7 +60,10 @@ class TaskPipeline:
 
     def __init__(self, config, model_class, epoch_callback=None):
         if not issubclass(model_class, (ContinualRecommender, JointRecommender)):
-            raise PCLError(f"model '{model_class.__name__}' does not learn a task sequence")
+            raise PCLError(
+                f"model '{model_class.__name__}' does not learn the task sequence, so it cannot join a continual run "
+                f"or a comparison (its own next-item protocol: run it alone with --model={model_class.__name__})"
+            )
         self.config, self.model_class = config, model_class
         self.logger = getLogger()
         self.specs = task_sequence(config)
@@ -125,17 +126,22 @@ class TaskPipeline:
     # ----- the run ----------------------------------------------------------------------------
     def run(self, wait=False):
         """Run (or resume, or read the results of) this run; ``wait`` for its directory when another
-        process holds it (as a run that this one needs: its FWT reference), instead of refusing."""
-        with RunDirectory(self.run_dir, self.store, self.identity, wait=wait) as directory:
-            finished = self._finished(directory)
-            if finished is not None:
-                self.logger.info(set_color("Finished before", "green") + f": {self.run_dir}")
-                return finished
-            model = self.new_model()
-            records = self.strategy.fit(model, directory)
-            final = {t.spec.name: self.evaluate(model, t) for t in self.tasks}
-            references = self.references() if self.reports_fwt() else {}
-            return write_report(self.run_dir, self.config, self.tasks, records, final, references, self.summary(model))
+        process holds it (as a run that this one needs: its FWT reference), instead of refusing. A
+        finished run is read without taking its directory (which may be read-only)."""
+        finished = self.finished_results()
+        if finished is None:
+            with RunDirectory(self.run_dir, self.store, self.identity, wait=wait) as directory:
+                finished = self._finished(directory)  # finished meanwhile, by the run this one waited for
+                if finished is None:
+                    model = self.new_model()
+                    records = self.strategy.fit(model, directory)
+                    final = {t.spec.name: self.evaluate(model, t) for t in self.tasks}
+                    references = self.references() if self.reports_fwt() else {}
+                    return write_report(
+                        self.run_dir, self.config, self.tasks, records, final, references, self.summary(model)
+                    )
+        self.logger.info(set_color("Finished before", "green") + f": {self.run_dir}")
+        return finished
 
     def _finished(self, directory):
         result = directory.results()
@@ -254,13 +260,11 @@ class SequentialStrategy:
         given = p.config["pretrained_checkpoint"] if index == 0 else None
         if not given:
             return directory.load(self.stage_file(index), identity)
-        state = safe_load(given)
-        meta = state.get("meta", {}) if isinstance(state, dict) else {}
-        if meta.get("digest") != digest(identity):
-            what, there, here = first_difference(meta.get("identity", {}), identity) or ("its identity", None, None)
-            raise PCLError(
-                f"pretrained_checkpoint {given} is not this run's stage 0: {what} is {there!r} there, {here!r} here"
-            )
+        state = directory.verified(
+            given, identity, [given], foreign=f"pretrained_checkpoint {given} is not this run's stage 0"
+        )
+        if directory.writable:
+            directory.adopt(self.stage_file(index), given, identity)  # the run holds its stage 0, servable
         return state
 
     def restore(self, model, index, state):

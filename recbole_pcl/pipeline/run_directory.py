@@ -4,15 +4,19 @@
   life; a second run on the same directory fails at once naming it. The OS drops the lock when the
   process dies, so a killed run never leaves it stuck.
 * **Stages**: ``stage-NN-<task>.pth`` holds the tensors the stage wrote and, as plain data, its
-  identity (:mod:`.identity`) and record (metrics, parameters, time). A file is used only if its
-  identity is this run's; an explicit run directory holding another run's stages is refused naming
-  the first key that differs.
+  identity (:mod:`.identity`), record (metrics, parameters, time) and a sha256 checksum of both
+  (:func:`~recbole_pcl.utils.checkpoint.tensor_checksum`). A file is used only if its identity is
+  this run's and its checksum holds: a damaged stage (flipped bytes, truncated) is never loaded, from
+  the run directory or the store; the run stops naming every file that holds it and how to remove
+  them. An explicit run directory holding another run's stages is refused naming the first key that
+  differs; an existing folder that recbole-pcl did not make is refused untouched.
 * **Sharing**: every finished stage is also hard-linked as ``<checkpoint_dir>/stages/<digest>.pth``,
   so another run with a stage of the same identity (another fold, another method that starts from
   the same pretraining, the same run with a task appended) links it instead of training it again.
 * **Nothing left behind**: files are written atomically; temporary files of a killed run are removed
   by the next holder of the lock; a run that fails before finishing anything removes the directory
-  it created.
+  it created. File-system errors (read-only, full disk, a file in the way) are one line naming the
+  path, and leave every finished stage as it was.
 """
 
 import fcntl
@@ -22,7 +26,15 @@ import shutil
 from logging import getLogger
 
 from recbole_pcl.pipeline.identity import digest, first_difference
-from recbole_pcl.utils.checkpoint import atomic_path, atomic_torch_save, atomic_write_text, safe_load
+from recbole_pcl.utils.checkpoint import (
+    atomic_path,
+    atomic_torch_save,
+    atomic_write_text,
+    describe_os_error,
+    read_json,
+    safe_load,
+    tensor_checksum,
+)
 from recbole_pcl.utils.errors import PCLError
 
 LOCK, RUN_FILE, STORE = ".lock", "run.json", "stages"
@@ -46,9 +58,13 @@ class RunDirectory:
 
     # ----- lifetime ---------------------------------------------------------------------------
     def __enter__(self):
+        self._refuse_foreign_folder()
         self._created = _missing_ancestors(self.path)
-        os.makedirs(self.path, exist_ok=True)
-        fd = os.open(os.path.join(self.path, LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            fd = os.open(os.path.join(self.path, LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise PCLError(f"cannot use run directory {self.path}: {describe_os_error(e, self.path)}") from None
         try:
             if self.wait:
                 try:
@@ -90,6 +106,25 @@ class RunDirectory:
             self._lock_fd = None
         return False
 
+    @property
+    def writable(self):
+        """Whether this run holds the directory (and may write into it)."""
+        return self._lock_fd is not None
+
+    def _refuse_foreign_folder(self):
+        """A run never writes into, or deletes from, a folder it did not make: an existing path must be
+        a run directory of recbole-pcl (it has run.json), or an empty folder."""
+        if not os.path.exists(self.path):
+            return
+        if not os.path.isdir(self.path):
+            raise PCLError(f"run directory {self.path} is a file, not a folder")
+        names = set(os.listdir(self.path)) - {LOCK}
+        if names and RUN_FILE not in names:
+            raise PCLError(
+                f"run directory {self.path} exists and was not made by recbole-pcl (no {RUN_FILE}): "
+                f"choose an empty or new folder for run_dir"
+            )
+
     def _remove_leftovers(self):
         for name in os.listdir(self.path):
             if name.startswith(".tmp-"):  # an atomic write that a killed run never finished
@@ -108,8 +143,7 @@ class RunDirectory:
         path = os.path.join(self.path, RUN_FILE)
         current = self.identity.run()
         if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                stored = json.load(f)
+            stored = read_json(path, "run file")
             shared = min(len(stored["tasks"]), len(current["tasks"]))
             trimmed = dict(stored, tasks=stored["tasks"][:shared])
             diff = first_difference(trimmed, dict(current, tasks=current["tasks"][:shared]))
@@ -129,53 +163,106 @@ class RunDirectory:
     def results(self):
         """The run's results.json, or None before it finished once."""
         path = self.file("results.json")
-        if not os.path.isfile(path):
-            return None
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return read_json(path, "results file") if os.path.isfile(path) else None
 
     def load(self, name, identity):
         """The stored ``{"state_dict", "meta"}`` of stage file ``name`` with ``identity``, from this
-        directory or else from the shared store; None when neither has it."""
+        directory or else from the shared store (linked here when this run holds the directory; read in
+        place when it only reads); None when neither has it. Every file is checked before use
+        (:meth:`verified`); a damaged copy here whose store copy is whole is replaced by the latter."""
         key = digest(identity)
-        path = self.file(name)
+        path, shared = self.file(name), os.path.join(self.store, f"{key}.pth")
         if not os.path.isfile(path):
-            shared = os.path.join(self.store, f"{key}.pth")
             if not os.path.isfile(shared):
                 return None
-            self._link(shared, path)
-            self.logger.info(f"{name}: reusing the finished stage {shared}")
-        state = safe_load(path)
+            state = self.verified(shared, identity, [shared])  # a damaged store copy is never linked
+            if self.writable:
+                self._link(shared, path)
+                self.logger.info(f"{name}: reusing the finished stage {shared}")
+            return state
+        separate = os.path.isfile(shared) and not os.path.samefile(path, shared)
+        try:
+            return self.verified(path, identity, [path] + ([shared] if os.path.isfile(shared) and not separate else []))
+        except DamagedStage:
+            if not separate:
+                raise
+            state = self.verified(shared, identity, [path, shared])
+            if self.writable:
+                self._link(shared, path)
+            self.logger.warning(f"{path} was damaged; replaced by its whole copy {shared}")
+            return state
+
+    def verified(self, path, identity, holders, foreign=None):
+        """The stage file at ``path`` if it is whole and of ``identity``; else a :class:`PCLError`
+        (:class:`DamagedStage` for a damaged file, naming every file in ``holders`` that holds it and
+        the command that removes them; ``foreign``: how to name a file of another identity)."""
+        key = digest(identity)
+        try:
+            state = safe_load(path)
+        except PCLError:
+            raise DamagedStage(path, "truncated or not a torch file", holders) from None
         meta = state.get("meta") if isinstance(state, dict) else None
-        if not isinstance(meta, dict) or "identity" not in meta:
-            raise PCLError(f"{path} is not a stage file of recbole-pcl (no identity); delete it to redo that stage")
+        if not isinstance(meta, dict) or "identity" not in meta or not isinstance(state.get("state_dict"), dict):
+            raise PCLError(f"{path} is not a stage file of recbole-pcl (no identity); remove it to redo that stage")
         if meta.get("digest") != key:
             diff = first_difference(meta["identity"], identity) or ("its identity", meta.get("digest"), key)
             what, there, here = diff
-            raise PCLError(f"{path} belongs to another run: {what} is {there!r} there, {here!r} here")
+            raise PCLError(f"{foreign or f'{path} belongs to another run'}: {what} is {there!r} there, {here!r} here")
+        if "checksum" not in meta:
+            raise DamagedStage(path, "it has no checksum: written by an older recbole-pcl", holders)
+        if tensor_checksum(state["state_dict"], _checked(meta)) != meta["checksum"]:
+            raise DamagedStage(path, "its checksum does not match its content", holders)
         return state
 
     def save(self, name, identity, state_dict, record):
-        """Write stage file ``name`` atomically and share it in the store."""
+        """Write stage file ``name`` atomically, with its checksum, and share it in the store."""
         key = digest(identity)
         path = self.file(name)
-        atomic_torch_save(
-            {"state_dict": state_dict, "meta": {"identity": identity, "digest": key, "record": record}}, path
-        )
-        os.makedirs(self.store, exist_ok=True)
+        meta = {"identity": identity, "digest": key, "record": record}
+        meta["checksum"] = tensor_checksum(state_dict, _checked(meta))
+        atomic_torch_save({"state_dict": state_dict, "meta": meta}, path)
+        self.share(path, key)
+        return path
+
+    def adopt(self, name, source, identity):
+        """Make the verified stage file ``source`` (a given pretrained checkpoint) this run's stage
+        ``name``, so that the run directory holds every stage it was made of."""
+        path = self.file(name)
+        if not (os.path.isfile(path) and os.path.samefile(path, source)):
+            self._link(source, path)
+        self.share(path, digest(identity))
+        return path
+
+    def share(self, path, key):
         try:
+            os.makedirs(self.store, exist_ok=True)
             os.link(path, os.path.join(self.store, f"{key}.pth"))
         except FileExistsError:
             pass  # an identical stage is already shared
         except OSError as e:  # e.g. another file system: the run works, only the sharing is lost
-            self.logger.info(f"{name} is not shared in {self.store}: {e}")
-        return path
+            self.logger.info(f"{os.path.basename(path)} is not shared in {self.store}: {e}")
 
     def _link(self, source, target):
         try:
             with atomic_path(target) as tmp:
                 os.remove(tmp)
                 os.link(source, tmp)
-        except OSError:
+        except PCLError:
             with atomic_path(target) as tmp:
                 shutil.copyfile(source, tmp)
+
+
+def _checked(meta):
+    """The plain data a stage's checksum covers besides its tensors: its identity and its record."""
+    return {"identity": meta["identity"], "digest": meta["digest"], "record": meta["record"]}
+
+
+class DamagedStage(PCLError):
+    """A stage file that is truncated or whose checksum fails: never used."""
+
+    def __init__(self, path, why, holders):
+        files = " ".join(dict.fromkeys(holders))
+        super().__init__(
+            f"stage file {path} is damaged ({why}) and is not used; the same stage is held by {files}: "
+            f"remove {'them' if len(set(holders)) > 1 else 'it'} to train that stage again: rm {files}"
+        )

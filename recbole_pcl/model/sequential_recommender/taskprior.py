@@ -61,7 +61,8 @@ class TaskPrior(ContinualRecommender):
 
     def task_logits(self, interaction, task=None):
         counts = self.counts[self._key(task)]
-        return counts.unsqueeze(0).expand(len(interaction[self.ITEM_SEQ]), -1)
+        # a real [B, n] tensor, not an expanded view: RecBole's full-sort evaluator writes into the scores
+        return counts.unsqueeze(0).repeat(len(interaction[self.ITEM_SEQ]), 1)
 
     def user_representation(self, interaction, task=None):
         return self.task_logits(interaction, task)
