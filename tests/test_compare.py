@@ -143,7 +143,8 @@ def test_comparisons_run_apart_merge_into_the_comparison_of_every_method(task_ru
     assert (tmp_path / "merged" / "compare.md").read_text().startswith("ml-100k, 2 folds:")
     # FWT is reported only where a run was asked for it (not part of its identity): the merge keeps it
     pcl = next(m for m in merged["methods"] if m["method"] == "PCL")
-    fwt = {"mean": 10.0, "ci95": 1.0, "folds": [9.5, 10.5]}
+    half = stats.t.ppf(0.975, 1) * np.std([9.5, 10.5], ddof=1) / np.sqrt(2)  # a consistent interval
+    fwt = {"mean": 10.0, "ci95": float(half), "folds": [9.5, 10.5]}
     with_fwt = json.load(open(paths[0]))
     with_fwt["methods"][0]["tasks"]["next_4star"]["FWT%"] = fwt
     (tmp_path / "fwt.json").write_text(json.dumps(with_fwt))
@@ -155,7 +156,10 @@ def test_comparisons_run_apart_merge_into_the_comparison_of_every_method(task_ru
     )
     # a method in both files must agree fold by fold; the folds must be the same
     changed = json.load(open(paths[1]))
-    changed["methods"][0]["tasks"]["next_5star"]["hit@10"]["folds"][1] += 0.01
+    stat = changed["methods"][0]["tasks"]["next_5star"]["hit@10"]
+    stat["folds"][1] += 0.01
+    stat["mean"] = float(np.mean(stat["folds"]))  # a consistent row: its mean and interval are its folds'
+    stat["ci95"] = float(stats.t.ppf(0.975, 1) * np.std(stat["folds"], ddof=1) / np.sqrt(2))
     (tmp_path / "changed.json").write_text(json.dumps(changed))
     assert merge.main([paths[0], str(tmp_path / "changed.json"), f"--out={tmp_path / 'bad'}"]) == 2
     assert f"changed.json: method 'PCL' differs from {paths[0]} in next_5star hit@10" in capsys.readouterr().err

@@ -149,8 +149,9 @@ def test_teracon_masks_and_scale_schedule(tiny):
     for scale in (1 / s_max, 1.0, 3.0):
         m = model.masks(None, scale)
         assert bool(((m > 0) & (m < 1)).all())
-    m = model.masks(None, s_max)  # at s_max the sigmoid saturates (to 1.0 in float32): a hard mask
-    assert bool(((m >= 0) & (m <= 1)).all())
+    # the scale hardens the mask: at s_max the sigmoid saturates to (nearly) 0/1 values
+    distance = [float((model.masks(None, s) - model.masks(None, s).round()).abs().mean()) for s in (1.0, 3.0, s_max)]
+    assert distance[0] > distance[1] > distance[2] and distance[2] < 0.01
     model.end_task(None)
     model.begin_task("next_4star")  # a second task: relation-aware masks and a frozen teacher
     assert model.teacher is not None and model.teacher.known == ["__t1__"]
@@ -224,3 +225,23 @@ def test_mgda_step_is_the_weighted_losses_step():
         assert torch.allclose(p, q, atol=1e-7), name
     assert model["unused"].weight.grad is None
     assert not torch.equal(model["shared"].weight, initial["shared"].weight)  # the step did move
+
+
+def test_mmoe_each_task_is_mixed_by_its_own_gate(tiny):
+    """Changing task k's gate changes task k's user vector and no other task's."""
+    from recbole_pcl.config import Config
+    from recbole_pcl.pipeline import TaskPipeline
+    from recbole_pcl.utils import get_model
+
+    pipeline = TaskPipeline(Config("MMoE", "ml-100k", config_dict=tiny), get_model("MMoE"))
+    model = pipeline.new_model().eval()
+    batch = next(iter(pipeline.tasks[1].train))
+    tasks = [None, "next_4star", "next_5star", "next_genre"]
+    with torch.no_grad():
+        before = {task: model.user_representation(batch, task) for task in tasks}
+        for gate, changed in (("next_5star", "next_5star"), ("__t1__", None)):
+            model.gates[gate].bias.add_(torch.arange(len(model.experts), dtype=torch.float) * 3.0)
+            after = {task: model.user_representation(batch, task) for task in tasks}
+            for task in tasks:
+                assert torch.allclose(after[task], before[task]) == (task != changed), (gate, task)
+            before = after

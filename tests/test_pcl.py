@@ -299,3 +299,39 @@ def test_stage_training_loop_equals_recboles(tiny_pcl):
     assert results[0] == pytest.approx(results[1], rel=1e-6)
     for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_contextual_prompt_has_norm_lambda_when_normalised(tiny_pcl, normalize):
+    pcl, _ = _pcl_with_tasks(tiny_pcl, contextual_prompt="random", context_lambda=2.5, normalize_context=normalize)
+    pcl.begin_task("t2")
+    with torch.no_grad():
+        pcl.prompts["t2"].zero_()  # what is added is the contextual prompt alone
+    norms = pcl.task_input("t2", SEQ, SEQ_LEN)[1, 7:10].norm(dim=-1)
+    at_lambda = torch.allclose(norms, torch.full_like(norms, 2.5), atol=1e-5)
+    assert at_lambda == normalize  # normalised: lambda is its norm; as printed: the attention's raw output
+
+
+def test_stage_keeps_the_best_validation_epochs_weights(tiny_pcl, monkeypatch):
+    """The validation scores are scripted (best at epoch 2 of 4): the stage file must hold the prompt
+    as it was after epoch 2, not the last epoch's."""
+    from recbole_pcl.trainer import ContinualTrainer
+
+    scores, snapshots = iter([0.1, 0.5, 0.2, 0.3]), []
+    valid = ContinualTrainer._valid_epoch
+
+    def scripted(self, valid_data, show_progress=False):
+        if self.model.active_task != "next_4star":
+            return valid(self, valid_data, show_progress)
+        snapshots.append(self.model.prompts["next_4star"].detach().clone())
+        _, result = valid(self, valid_data, show_progress)
+        score = next(scores)
+        self.history[-1] = score
+        return score, result
+
+    monkeypatch.setattr(ContinualTrainer, "_valid_epoch", scripted)
+    two = dict(tiny_pcl, tasks=TASKS[:2], epochs=4, stopping_step=10)
+    result = run_recbole_pcl("PCL", "ml-100k", config_dict=two)
+    assert len(snapshots) == 4 and not torch.equal(snapshots[1], snapshots[3])
+    saved = safe_load(os.path.join(result["run_dir"], "stage-01-next_4star.pth"))["state_dict"]["prompts.next_4star"]
+    assert torch.equal(saved, snapshots[1])

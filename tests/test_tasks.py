@@ -85,12 +85,16 @@ def test_leakage_free_splits(fixture_dataset):
     seqs = {u: g for u, g in raw.groupby("user")}
     window = {u: len(g) - min(5, len(g) - 3) for u, g in seqs.items()}
 
-    # T1 targets (train, valid and test) all lie before the reserved window
+    # T1 rows (train, valid and test) are each user's own history, a target and the items right before
+    # it, and every target lies before the window reserved for downstream labels
     for loader in (data.tasks[0].train, data.tasks[0].valid, data.tasks[0].test):
         users, inter = _rows(ds, loader)
-        lengths = inter["item_length"].tolist()
-        for u, length in zip(users, lengths):
-            assert length < window[u]  # target position = length (0-based) < window start
+        for r, u in enumerate(users):
+            seq = list(seqs[u]["item"])  # a user's items are distinct in this fixture
+            items = [ds.id2token("item_id", i) for i in inter["item_id_list"][r][: inter["item_length"][r]].tolist()]
+            target = seq.index(ds.id2token("item_id", int(inter["item_id"][r])))
+            assert seq[target - len(items) : target] == items
+            assert target < window[u], (u, target, window[u])
 
     splits = [set(data.split[p].tolist()) for p in ("train", "valid", "test")]
     assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])

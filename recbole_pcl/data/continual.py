@@ -166,9 +166,10 @@ class ContinualData:
             built[0] = self._t1_windows(built[0], t1_rows, t1_count)
         elif mode == "causal_last":
             built[0] = self._last_prefix_per_user(built[0])
-        if len(built[0]) == 0:
+        empty = [phase for phase, part in zip(("training", "validation", "test"), built) if len(part) == 0]
+        if empty:
             raise PCLError(
-                f"T1 has no training rows: label_window={config['label_window']} reserves all but "
+                f"T1 has no {' and no '.join(empty)} rows: label_window={config['label_window']} reserves all but "
                 f"{MIN_T1_LENGTH} interactions of every user for downstream labels, and T1 needs "
                 f"{MIN_T1_LENGTH + 1} (a train, a valid and a test target after the first item): lower label_window"
             )

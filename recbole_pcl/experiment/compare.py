@@ -25,6 +25,7 @@ from tabulate import tabulate
 from recbole_pcl.config import Config
 from recbole_pcl.experiment.runner import Job, failures, run_jobs, runner_settings
 from recbole_pcl.pipeline.identity import digest
+from recbole_pcl.pipeline.pipeline import require_task_method
 from recbole_pcl.pipeline.report import write_csv
 from recbole_pcl.utils.checkpoint import atomic_path, atomic_write_text, describe_os_error, read_json
 from recbole_pcl.utils.errors import PCLError
@@ -47,11 +48,18 @@ class Method:
         if isinstance(spec, Method):
             return spec
         if isinstance(spec, str):
-            return cls(get_model(spec).label(), spec)
+            return cls(_model_label(spec), spec)
         if not isinstance(spec, dict) or "model" not in spec:
             raise PCLError(f"a compared method is a model name or a mapping with 'model' (and 'label'), got {spec!r}")
         settings = {k: v for k, v in spec.items() if k not in ("label", "model")}
-        return cls(spec.get("label") or get_model(spec["model"]).label(), spec["model"], settings)
+        return cls(spec.get("label") or _model_label(spec["model"]), spec["model"], settings)
+
+
+def _model_label(model):
+    try:
+        return require_task_method(get_model(model)).label()
+    except PCLError as e:
+        raise PCLError(f"method '{model}': {e}") from None
 
 
 def interval(values):

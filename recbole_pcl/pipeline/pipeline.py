@@ -40,6 +40,16 @@ from recbole_pcl.utils.errors import PCLError
 FWT_REFERENCE = "SASRecPerTask"  # each task learned alone, from scratch
 
 
+def require_task_method(model_class):
+    """``model_class`` if it learns the task sequence (a method of recbole-pcl), else a :class:`PCLError`."""
+    if not issubclass(model_class, (ContinualRecommender, JointRecommender)):
+        raise PCLError(
+            f"model '{model_class.__name__}' does not learn the task sequence, so it cannot join a continual run "
+            f"or a comparison (its own next-item protocol: run it alone with --model={model_class.__name__})"
+        )
+    return model_class
+
+
 def count_trainable(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -59,11 +69,7 @@ class TaskPipeline:
     """
 
     def __init__(self, config, model_class, epoch_callback=None):
-        if not issubclass(model_class, (ContinualRecommender, JointRecommender)):
-            raise PCLError(
-                f"model '{model_class.__name__}' does not learn the task sequence, so it cannot join a continual run "
-                f"or a comparison (its own next-item protocol: run it alone with --model={model_class.__name__})"
-            )
+        require_task_method(model_class)
         self.config, self.model_class = config, model_class
         self.logger = getLogger()
         self.specs = task_sequence(config)

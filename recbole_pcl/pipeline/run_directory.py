@@ -175,22 +175,36 @@ class RunDirectory:
         if not os.path.isfile(path):
             if not os.path.isfile(shared):
                 return None
-            state = self.verified(shared, identity, [shared])  # a damaged store copy is never linked
+            state = self.verified(shared, identity, self.holders(shared))  # a damaged store copy is never linked
             if self.writable:
                 self._link(shared, path)
                 self.logger.info(f"{name}: reusing the finished stage {shared}")
             return state
         separate = os.path.isfile(shared) and not os.path.samefile(path, shared)
         try:
-            return self.verified(path, identity, [path] + ([shared] if os.path.isfile(shared) and not separate else []))
+            return self.verified(path, identity, self.holders(path))
         except DamagedStage:
             if not separate:
                 raise
-            state = self.verified(shared, identity, [path, shared])
+            state = self.verified(shared, identity, self.holders(shared))
             if self.writable:
                 self._link(shared, path)
             self.logger.warning(f"{path} was damaged; replaced by its whole copy {shared}")
             return state
+
+    def holders(self, path):
+        """``path`` and every hard link of it in the store and in the run directories beside it (a
+        shared stage is one file under several names: a damaged one must be named everywhere)."""
+        found = [path]
+        if os.stat(path).st_nlink > 1:
+            root = os.path.dirname(os.path.abspath(self.store))
+            for folder in sorted(os.listdir(root)):
+                folder = os.path.join(root, folder)
+                for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+                    other = os.path.join(folder, name)
+                    if name.endswith(".pth") and other != path and os.path.samefile(other, path):
+                        found.append(other)
+        return found
 
     def verified(self, path, identity, holders, foreign=None):
         """The stage file at ``path`` if it is whole and of ``identity``; else a :class:`PCLError`
