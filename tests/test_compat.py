@@ -1,16 +1,18 @@
-"""RecBole 1.2.1 on numpy 2 / pandas 3: the compat module's fixes, shown on real loading."""
+"""RecBole 1.2.1 on numpy 2 / pandas 3: the compat module's fixes, shown on real loading, and applied
+only where recbole-pcl runs (importing it changes nothing outside it)."""
 
 import numpy as np
 import pytest
 from recbole.data.dataset import SequentialDataset
 
-import recbole_pcl  # noqa: F401  (applies the compat shims)
+from recbole_pcl.compat import dataset_class, scipy_dok_update
 from recbole_pcl.config import Config
 from recbole_pcl.utils import PCLError
 
 
-def test_numpy_aliases_restored():
-    assert np.float_ is np.float64 and np.complex_ is np.complex128 and np.unicode_ is np.str_
+def test_a_config_sets_recboles_numpy_aliases():
+    Config("SASRec", "ml-100k")
+    assert np.float is np.float64 and np.long is np.int_ and np.bool is np.bool_ and np.unicode is np.str_
 
 
 def _load(tmp_path, inter_rows, item_rows=None, **settings):
@@ -32,7 +34,7 @@ def _load(tmp_path, inter_rows, item_rows=None, **settings):
             **settings,
         },
     )
-    return SequentialDataset(config)
+    return dataset_class(SequentialDataset)(config)
 
 
 NAN_ROWS = [
@@ -93,9 +95,10 @@ def test_dok_update_stores_entries_like_old_scipy():
     import scipy.sparse as sp
 
     a = sp.dok_matrix((3, 4), dtype=np.float32)
-    a._update({(0, 1): 1, (2, 3): 5})
-    a._update({(2, 3): 2, (1, 0): 1})  # a later value overwrites, as dict.update did
-    a._update({})
+    with scipy_dok_update():
+        a._update({(0, 1): 1, (2, 3): 5})
+        a._update({(2, 3): 2, (1, 0): 1})  # a later value overwrites, as dict.update did
+        a._update({})
     assert a.dtype == np.float32 and a.nnz == 3
     assert a.toarray().tolist() == [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 2]]
 
@@ -111,7 +114,8 @@ def test_normalised_adjacency_equals_independent_build(model_name, tiny):
 
     config = Config(model_name, "ml-100k", config_dict=dict(tiny, embedding_size=8))
     train, _, _ = data_preparation(config, create_dataset(config))
-    model = get_model(model_name)(config, train._dataset)
+    with scipy_dok_update():
+        model = get_model(model_name)(config, train._dataset)
     ours = model.norm_adj_matrix.coalesce()
 
     inter = train._dataset.inter_feat
@@ -132,8 +136,42 @@ def test_normalised_adjacency_equals_independent_build(model_name, tiny):
     np.testing.assert_allclose(got.data, expected.data, rtol=1e-6)
 
 
-def test_recbole_does_not_leave_anomaly_detection_on():
+NO_SIDE_EFFECTS = """
+import sys
+import matplotlib, pandas as pd, scipy.sparse as sp, torch
+sys.path.insert(0, {repo!r})
+state = lambda: (pd.Series.agg, pd.Series.aggregate, hasattr(sp.dok_matrix, "_update"), torch.is_anomaly_enabled(),
+                 matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules)
+before = state()
+import recbole_pcl
+from recbole.model.sequential_recommender import sine  # RecBole's own models are imported by now
+assert state() == before, ("import", before, state())
+from recbole_pcl.quick_start import run_recbole_pcl
+result = run_recbole_pcl("PCL", "ml-100k", config_dict={settings!r})
+import os
+assert os.path.getsize(os.path.join(result["run_dir"], "results.png")) > 0  # the run drew its plot
+assert state() == before, ("run", before, state())
+print("unchanged")
+"""
+
+
+def test_importing_and_running_change_nothing_outside_the_package(task_run, tmp_path):
+    """pandas' Series.agg, scipy's dok_matrix, torch's anomaly mode and matplotlib's backend are the
+    same after ``import recbole_pcl`` and after a run that writes its plots (a fresh interpreter, so
+    nothing imported before counts)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    settings = dict(task_run, tasks=task_run["tasks"][:2], epochs=1, contextual_prompt="none")
+    code = NO_SIDE_EFFECTS.format(repo=str(REPO), settings=settings)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0 and "unchanged" in result.stdout, result.stderr[-3000:]
+
+
+def test_training_runs_without_anomaly_detection(task_run):
+    """RecBole's sine.py switches anomaly detection on when imported; our import keeps the mode."""
     import torch
-    from recbole.model.sequential_recommender import sine  # noqa: F401  (switches it on at import)
 
     assert not torch.is_anomaly_enabled()

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import recbole_pcl  # noqa: F401  (applies the numpy/pandas compat shim before RecBole runs)
 from recbole_pcl.data.converters import atomic, convert_movielens, convert_tenrec, generate_synthetic_tenrec
 from recbole_pcl.utils.errors import PCLError
 
@@ -73,11 +72,10 @@ def recbole_sequential_dataset(data_path, dataset, load_col):
         "state": "WARNING",
         "show_progress": False,
     }
-    try:
-        from recbole_pcl.config import Config
-    except ImportError:  # our Config still in progress: RecBole's (which reads sys.argv; patched by the caller)
-        from recbole.config import Config
-    return SequentialDataset(Config(model="SASRec", dataset=dataset, config_dict=config_dict))
+    from recbole_pcl.compat import dataset_class
+    from recbole_pcl.config import Config
+
+    return dataset_class(SequentialDataset)(Config(model="SASRec", dataset=dataset, config_dict=config_dict))
 
 
 # ---------------------------------------------------------------------------------------- MovieLens

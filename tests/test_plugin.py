@@ -71,7 +71,10 @@ def _stock_recbole(model, config_dict, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["run_recbole"])  # RecBole's Config reads sys.argv
     from recbole.quick_start import run_recbole
 
-    return run_recbole(model=model, dataset="ml-100k", config_dict=config_dict, saved=False)
+    from recbole_pcl.compat import patched_recbole
+
+    with patched_recbole():  # RecBole's own code, on today's numpy/pandas/scipy
+        return run_recbole(model=model, dataset="ml-100k", config_dict=config_dict, saved=False)
 
 
 def test_sasrec_equals_stock_recbole(tiny, monkeypatch):

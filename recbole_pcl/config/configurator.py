@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 from recbole.config import Config as RecBoleConfig
 
+from recbole_pcl.compat import numpy_aliases
 from recbole_pcl.config.validation import kind_of, model_setting_keys, validate
 from recbole_pcl.utils.errors import PCLError
 from recbole_pcl.utils.utils import get_model, properties_dir
@@ -46,6 +47,10 @@ class Config(RecBoleConfig):
         # RecBole converts config_dict's text values in place: give it a copy, not the caller's dict
         super().__init__(model, dataset, config_file_list, dict(config_dict) if config_dict else None)
         validate(self.final_config_dict, self.external_config_dict, self._default_types, self.model_class)
+
+    def compatibility_settings(self):
+        """RecBole's numpy aliases, set as RecBole sets them, on numpy 2 too (see :mod:`recbole_pcl.compat`)."""
+        numpy_aliases()
 
     def for_model(self, model):
         """The configuration of ``model`` from the same dataset, files, ``config_dict`` and options."""

@@ -7,6 +7,7 @@ from recbole.data.utils import create_samplers, get_dataloader
 from recbole.sampler import KGSampler
 from recbole.utils import FeatureType, ModelType
 
+from recbole_pcl.compat import dataset_class as compat_dataset
 from recbole_pcl.data.builders import prepare_dataset
 from recbole_pcl.utils.errors import PCLError
 
@@ -100,7 +101,7 @@ def load_dataset(config):
     else:
         dataset_class = getattr(importlib.import_module("recbole.data.dataset"), _TYPE2CLASS[config["MODEL_TYPE"]])
     try:
-        return dataset_class(config)
+        return compat_dataset(dataset_class)(config)
     except (ValueError, TypeError):
         diagnose_values(config)
         raise

@@ -27,8 +27,9 @@ from recbole_pcl.experiment.runner import Job, failures, run_jobs, runner_settin
 from recbole_pcl.pipeline.identity import digest
 from recbole_pcl.pipeline.pipeline import require_task_method
 from recbole_pcl.pipeline.report import write_csv
-from recbole_pcl.utils.checkpoint import atomic_path, atomic_write_text, describe_os_error, read_json
+from recbole_pcl.utils.checkpoint import atomic_write_text, describe_os_error, read_json
 from recbole_pcl.utils.errors import PCLError
+from recbole_pcl.utils.plots import new_figure, save_figure
 from recbole_pcl.utils.utils import get_model
 
 REFERENCE = "PCL"  # paired differences are to the method labelled so (else to the first method)
@@ -508,16 +509,11 @@ def statistic(comparison):
 
 def plot(path, comparison, specs):
     """One panel per task: each method's main metric with its 95 % interval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     methods = comparison["methods"]
     if not methods:
         return
-    fig, axes = plt.subplots(1, len(specs), figsize=(3.2 * len(specs), 3.4), squeeze=False)
-    for ax, spec in zip(axes[0], specs):
+    fig, axes = new_figure(3.2 * len(specs), 3.4, len(specs))
+    for ax, spec in zip(axes, specs):
         metric = table_metrics(spec)[-1]
         means = [m["tasks"][spec.name][metric]["mean"] for m in methods]
         errors = [m["tasks"][spec.name][metric]["ci95"] for m in methods]
@@ -533,7 +529,4 @@ def plot(path, comparison, specs):
         f"{comparison['dataset']}, {fold_caption(comparison)}: {statistic(comparison)} (grey: joint methods)",
         fontsize=9,
     )
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

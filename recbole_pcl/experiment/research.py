@@ -33,8 +33,9 @@ from recbole_pcl.experiment.compare import Method, interval, run_comparison
 from recbole_pcl.experiment.runner import Job, failures, run_jobs, runner_settings
 from recbole_pcl.pipeline.identity import digest
 from recbole_pcl.pipeline.report import write_csv
-from recbole_pcl.utils.checkpoint import atomic_path, atomic_write_text
+from recbole_pcl.utils.checkpoint import atomic_write_text
 from recbole_pcl.utils.errors import PCLError
+from recbole_pcl.utils.plots import new_figure, save_figure
 
 
 def main_metric(kind):
@@ -82,24 +83,11 @@ class Experiment:
         os.makedirs(out, exist_ok=True)
         write_csv(os.path.join(out, f"{self.name}.csv"), rows)
         atomic_write_text(os.path.join(out, f"{self.name}.md"), markdown)
-        with atomic_path(os.path.join(out, f"{self.name}.png")) as tmp:
-            figure.savefig(tmp, dpi=110)
-        import matplotlib.pyplot as plt
-
-        plt.close(figure)
+        save_figure(figure, os.path.join(out, f"{self.name}.png"))
         result["directory"] = out
         atomic_write_text(os.path.join(out, f"{self.name}.json"), json.dumps(result, indent=1))
         self.logger.info(set_color(self.name, "yellow") + f" ({out}):\n{markdown}")
         return result
-
-
-def _figure(width, height):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, 1, figsize=(width, height))
 
 
 # ----- RQ1 ------------------------------------------------------------------------------------------
@@ -169,7 +157,7 @@ def rq2(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
         else "No order finished.\n"
     )
     markdown += _failures(outcomes)
-    fig, ax = _figure(2 + 0.9 * len(orders), 3.6)
+    fig, (ax,) = new_figure(2 + 0.9 * len(orders), 3.6)
     labels = ["".join(str(numbers[t["name"]]) for t in order) for order in orders]
     for task in downstream:
         points = {r["order"]: r for r in rows if r["task"] == task["name"]}
@@ -187,7 +175,6 @@ def rq2(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
     ax.set_xlabel("order of the downstream tasks")
     ax.set_title(f"PCL on {dataset}: each task's metric per task order (95 % intervals over folds)", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
     result = {
         "orders": labels,
         "rows": rows,
@@ -254,13 +241,8 @@ def rq3(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
         f"(NDCG@10 for link tasks, accuracy for class tasks) after each epoch, mean over folds; test metric of the "
         f"best epoch.\n\n{tabulate(rows, headers='keys', tablefmt='github')}\n"
     ) + _failures(outcomes)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.2), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    fig, axes = new_figure(3.4 * len(tasks), 3.2, len(tasks))
+    for ax, task in zip(axes, tasks):
         for v in variants:
             curve = curves.get((v.label, task["name"]))
             if curve is not None:
@@ -268,9 +250,8 @@ def rq3(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
         ax.set_title(task["name"], fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel("valid " + ("accuracy" if task["kind"] == "class" else "NDCG@10"), fontsize=8)
-    axes[0][0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     fig.suptitle(f"{dataset}: {share:.0%} cold-start items (mean over {folds} folds)", fontsize=9)
-    fig.tight_layout()
     result = {
         "curves": {f"{k[0]}|{k[1]}": c for k, c in curves.items()},
         "rows": rows,
@@ -322,7 +303,7 @@ def rq4(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
         f"{', '.join(t['name'] for t in tasks[1:-1])}; SSP: the pretrained backbone (T1 only); NP: random vectors.\n\n"
         f"{tabulate(rows, headers='keys', tablefmt='github')}\n"
     ) + _failures(outcomes)
-    fig, ax = _figure(5.5, 3.6)
+    fig, (ax,) = new_figure(5.5, 3.6)
     for source in sources:
         if results[source]:
             length = min(len(x["curve"]) for x in results[source])
@@ -333,7 +314,6 @@ def rq4(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
     ax.set_ylabel(f"valid accuracy ({target['name']})")
     ax.set_title(f"{dataset}: MLP on user vectors, mean over {folds} folds", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
     result = {"rows": rows, "fits": results, "seconds": seconds, "failures": failures(outcomes)}
     return exp.write(out, result, rows, markdown, fig)
 

@@ -33,6 +33,7 @@ from recbole_pcl.experiment.runner import Job, failures, run_jobs
 from recbole_pcl.pipeline.report import write_csv
 from recbole_pcl.utils.checkpoint import atomic_write_text
 from recbole_pcl.utils.errors import PCLError
+from recbole_pcl.utils.plots import new_figure, save_figure
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "grid_search")
 
@@ -256,14 +257,7 @@ def _space_key(definition):
 
 
 def _plot(path, grid, model, dataset, epochs):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from recbole_pcl.utils.checkpoint import atomic_path
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, (ax,) = new_figure(5.5, 3.6)
     for result in grid:
         frame = result.metrics_dataframe
         if frame is not None and "score" in frame:
@@ -271,7 +265,4 @@ def _plot(path, grid, model, dataset, epochs):
     ax.set_xlabel(f"ASHA step (task k: steps (k-1)*{epochs}+1 .. k*{epochs})")
     ax.set_ylabel("mean validation metric so far")
     ax.set_title(f"Ray Tune of {model} on {dataset} (ASHA stops trials that fall behind)", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

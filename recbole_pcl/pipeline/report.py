@@ -9,6 +9,7 @@ from recbole.utils import set_color
 from tabulate import tabulate
 
 from recbole_pcl.utils.checkpoint import atomic_path, atomic_write_text
+from recbole_pcl.utils.plots import new_figure, save_figure
 
 
 def main_metric(spec, config):
@@ -69,17 +70,12 @@ def write_report(run_dir, config, tasks, records, final, references, summary):
 
 def plot(path, config, tasks, rows, references):
     """Each task's main metric right after its stage, at the end, and learned alone."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [r["task"] for r in rows]
     metrics = [main_metric(t.spec, config) for t in tasks]
     series = {"after its stage": [r["after_stage"] for r in rows], "final model": [r[m] for r, m in zip(rows, metrics)]}
     if references:
         series["alone, from scratch"] = [references.get(n, {}).get(m, 0.0) for n, m in zip(names, metrics)]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(names), 3.6))
+    fig, (ax,) = new_figure(1.6 + 1.4 * len(names), 3.6)
     width = 0.8 / len(series)
     for i, (label, values) in enumerate(series.items()):
         ax.bar([x + i * width for x in range(len(names))], values, width, label=label)
@@ -87,7 +83,4 @@ def plot(path, config, tasks, rows, references):
     ax.set_xticklabels([f"{n}\n({m})" for n, m in zip(names, metrics)], fontsize=8)
     ax.set_title(f"{config['model']} on {config['dataset']}")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

@@ -6,6 +6,7 @@ from logging import getLogger
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
+from recbole_pcl.compat import scipy_dok_update
 from recbole_pcl.config import Config
 from recbole_pcl.data import create_dataset, data_preparation
 from recbole_pcl.model.abstract_recommender import TaskRecommender
@@ -41,7 +42,8 @@ def run_recbole_pcl(model=None, dataset=None, config_file_list=None, config_dict
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = model_class(config, train_data._dataset).to(config["device"])
+    with scipy_dok_update():  # graph models build their adjacency matrix here (see recbole_pcl.compat)
+        model = model_class(config, train_data._dataset).to(config["device"])
     logger.info(model)
     flops = get_flops(model, dataset, config["device"], logger, construct_transform(config))
     logger.info(set_color("FLOPs", "blue") + f": {flops}")
