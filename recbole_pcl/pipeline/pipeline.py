@@ -43,7 +43,7 @@ FWT_REFERENCE = "SASRecPerTask"  # each task learned alone, from scratch
 
 
 def count_trainable(model):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return model.count_trainable()
 
 
 def with_settings(config, **changes):
