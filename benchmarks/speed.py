@@ -13,7 +13,8 @@ dimensions (``--key=value`` settings apply to all), and nothing is cached betwee
   parameter), from the same pretrained backbone: seconds, trainable parameters, test metric.
 * ``serving``: full-ranking evaluation of T1's test users by RecBole's evaluator, and top-10
   recommendation for every user by RecBole's ``full_sort_topk`` and by recbole-pcl's batched
-  ``recommend``: users per second.
+  ``recommend``: users per second; and every task's predictions for the same users, all tasks in one
+  call (one prompt-free prefix pass per batch of users) against one call per task.
 
 Writes speed.json and speed.md into ``--out`` and prints the ratios. Timings are wall-clock on this
 machine (the device is printed); the test suite asserts none of them.
@@ -219,13 +220,26 @@ def part_serving(dataset, cmd_args, workdir):
     ours = clock(lambda: predictor.recommend("next_click", users=tokens, k=10))
     chunks = [test_users[i : i + 4096] for i in range(0, len(test_users), 4096)]
     theirs = clock(lambda: [full_sort_topk(chunk, model, t1.test, k=10, device=config["device"]) for chunk in chunks])
-    users = test_users
+    # every task for the same users: one call per task, then all at once (each best of 3, alternating)
+    tasks = list(predictor.tasks)
+    per_task, at_once = [], []
+    for _ in range(3):
+        per_task.append(clock(lambda: [predictor.predict(task, users=tokens) for task in tasks]))
+        at_once.append(clock(lambda: predictor.predict(tasks, users=tokens)))
     results = {
         "RecBole evaluator, full ranking (users/s)": len(test_users) / evaluate,
         "RecBole full_sort_topk, top-10 (users/s)": len(test_users) / theirs,
         "recbole-pcl recommend, top-10 (users/s)": len(test_users) / ours,
+        f"recbole-pcl predict, {len(tasks)} tasks one call each (users/s)": len(test_users) / min(per_task),
+        f"recbole-pcl predict, {len(tasks)} tasks in one call (users/s)": len(test_users) / min(at_once),
     }
-    return {"results": results, "users": len(users), **_peak_memory()}
+    return {
+        "results": results,
+        "users": len(test_users),
+        "tasks": tasks,
+        "all_tasks_speedup": min(per_task) / min(at_once),
+        **_peak_memory(),
+    }
 
 
 PARTS = {"pretrain": part_pretrain, "tuning": part_tuning, "serving": part_serving}
@@ -272,6 +286,11 @@ def markdown(report):
         lines += ["", "| serving | users / s |", "|---|---|"] + [
             f"| {k} | {v:,.0f} |" for k, v in serve["results"].items() if v
         ]
+        if "all_tasks_speedup" in serve:
+            lines.append(
+                f"\nAll {len(serve['tasks'])} tasks in one call (one prefix pass per batch of users): "
+                f"{serve['all_tasks_speedup']:.1f}x the users/s of one call per task."
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -52,6 +52,8 @@ def tiny_file(tmp_path):
         ("--learnin_rate=0.1", "unknown setting 'learnin_rate'; did you mean 'learning_rate'?"),
         ("--label_window=-5", "setting 'label_window' must be an integer >= 1, got -5"),
         ("--context_lambda=-1", "setting 'context_lambda' must be a number >= 0, got -1"),
+        ("--prefix_cache_gib=-1", "setting 'prefix_cache_gib' must be a number >= 0, got -1"),
+        ("--prefix_cache=on", "setting 'prefix_cache' must be true or false, got 'on'"),
         ("--hidden_dropout_prob=1.5", "setting 'hidden_dropout_prob' must be a number >= 0 and < 1, got 1.5"),
         (
             "--task_split=[0.8,0.2]",

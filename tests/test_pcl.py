@@ -122,13 +122,17 @@ def test_prompts_touch_only_the_last_t_items(tiny_pcl):
     pcl, _, _, _ = _model_and_batch(tiny_pcl, "prefix")
     pcl.add_task("t2", "link")
     pcl.begin_task("t2")
+    assert pcl.prompts["t2"].shape == (3, 16)  # t rows: only the last t items are ever prompted
     with torch.no_grad():
-        pcl.prompts["t2"].copy_(torch.arange(10).float().unsqueeze(1).expand(10, 16))  # row r holds r
-    seq = torch.tensor([[5, 6, 7, 8, 9, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
-    add = pcl.task_input("t2", seq, torch.tensor([5, 10]))[..., 0]
-    # t = 3: the last three real items get prompt rows 7, 8, 9 (Eq. 1); padding and earlier items nothing
-    assert add[0].tolist() == [0, 0, 7, 8, 9, 0, 0, 0, 0, 0]
-    assert add[1].tolist() == [0, 0, 0, 0, 0, 0, 0, 7, 8, 9]
+        pcl.prompts["t2"].copy_(torch.arange(1, 4).float().unsqueeze(1).expand(3, 16))  # row r holds r + 1
+    seq = torch.tensor(
+        [[5, 6, 7, 8, 9, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [4, 2, 0, 0, 0, 0, 0, 0, 0, 0]]
+    )
+    add = pcl.task_input("t2", seq, torch.tensor([5, 10, 2]))[..., 0]
+    # t = 3: the last three real items get prompt rows 1, 2, 3 (Eq. 1); padding and earlier items nothing
+    assert add[0].tolist() == [0, 0, 1, 2, 3, 0, 0, 0, 0, 0]
+    assert add[1].tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 2, 3]
+    assert add[2].tolist() == [2, 3, 0, 0, 0, 0, 0, 0, 0, 0]  # shorter than t: its items are the last of the t
 
 
 def test_contextual_prompt_encodings_are_cached(tiny_pcl, monkeypatch):
@@ -245,8 +249,8 @@ def test_mlp_adapter_and_item_attribute_train_in_a_run(tiny_pcl):
     )
     row = {r["task"]: r for r in result["tasks"]}["next_genre"]
     d, classes, genres = 16, 19, 19 + 1
-    # prompt (10 x 16) + MLP (16x16 + 16, then 16x19 + 19) + genre embeddings (20 x 16)
-    assert row["trainable_params"] == 10 * d + (d * d + d) + (d * classes + classes) + genres * d
+    # prompt (t = 3 rows x 16) + MLP (16x16 + 16, then 16x19 + 19) + genre embeddings (20 x 16)
+    assert row["trainable_params"] == 3 * d + (d * d + d) + (d * classes + classes) + genres * d
     state = safe_load(os.path.join(result["run_dir"], "stage-01-next_genre.pth"))["state_dict"]
     assert state["heads.next_genre.0.weight"].shape == (d, d) and state["heads.next_genre.3.weight"].shape == (
         classes,
@@ -335,3 +339,147 @@ def test_stage_keeps_the_best_validation_epochs_weights(tiny_pcl, monkeypatch):
     assert len(snapshots) == 4 and not torch.equal(snapshots[1], snapshots[3])
     saved = safe_load(os.path.join(result["run_dir"], "stage-01-next_4star.pth"))["state_dict"]["prompts.next_4star"]
     assert torch.equal(saved, snapshots[1])
+
+
+# ----- the prompt-free prefix (prefix_cache) -------------------------------------------------------
+# n = 10, t = 3: rows shorter than t, of t, up to n - t, longer than n - t, and full
+LENGTHS = [1, 2, 3, 4, 6, 7, 8, 10]
+
+
+def _prefix_model(tiny_pcl, task, **settings):
+    """A two-layer, two-head PCL (the prefix's keys and values of every layer and the head split
+    matter) with a link task t2 and a class task t3, contextual prompts, and ``task``'s stage begun
+    with a prompt large enough that putting it anywhere else would show."""
+    settings = dict(dict(n_layers=2, n_heads=2, contextual_prompt="random"), **settings)
+    pcl, _, _, _ = _model_and_batch(tiny_pcl, "prefix", **settings)
+    g = torch.Generator().manual_seed(1)
+    pcl.set_task_texts(["t1", "t2", "t3"], torch.randn(3, pcl.context_text_dim, generator=g))
+    pcl.add_task("t2", "link")
+    pcl.add_task("t3", "class", num_classes=5)
+    pcl.begin_task(task)
+    with torch.no_grad():
+        pcl.prompts[task].normal_(0.0, 1.0, generator=g)
+    return pcl
+
+
+def _rows(pcl, repeat=None):
+    """A batch of the LENGTHS rows (random items, left-aligned, padded on the right), with a target
+    item and a class label; ``repeat``: row indices to repeat them (as uni100 batches do)."""
+    g = torch.Generator().manual_seed(2)
+    seq = torch.zeros(len(LENGTHS), 10, dtype=torch.long)
+    for r, length in enumerate(LENGTHS):
+        seq[r, :length] = torch.randint(1, pcl.n_items, (length,), generator=g)
+    rows = torch.arange(len(LENGTHS)) if repeat is None else torch.as_tensor(repeat)
+    return Interaction(
+        {
+            "item_id_list": seq[rows],
+            "item_length": torch.tensor(LENGTHS)[rows],
+            "item_id": torch.randint(1, pcl.n_items, (len(rows),), generator=g),
+            "label": torch.randint(0, 5, (len(rows),), generator=g),
+        }
+    )
+
+
+def _full_pass(pcl, fn, *args):
+    pcl.prefix_cache = False
+    try:
+        return fn(*args)
+    finally:
+        pcl.prefix_cache = True
+
+
+def _fail(*args, **kwargs):
+    raise AssertionError("the full pass ran")
+
+
+@pytest.mark.parametrize("t", [3, 0])
+@pytest.mark.parametrize("task", ["t2", "t3"])
+def test_prefix_cache_gives_the_full_pass_logits(tiny_pcl, monkeypatch, task, t):
+    pcl = _prefix_model(tiny_pcl, task, prompt_length=t, hidden_dropout_prob=0.2, attn_dropout_prob=0.2).eval()
+    batch = _rows(pcl)
+    with torch.no_grad():
+        full = _full_pass(pcl, pcl.full_sort_predict, batch)
+        monkeypatch.setattr(pcl.trm_encoder, "forward", _fail)  # only the last t positions run
+        cached = pcl.full_sort_predict(batch)
+        assert pcl._prefix_store.size == len(LENGTHS)
+        monkeypatch.setattr(pcl, "prefix_pass", _fail)  # now every row's prefix is in the cache
+        again = pcl.full_sort_predict(batch)
+    assert full.shape == (len(LENGTHS), pcl.n_items if task == "t2" else 5)
+    assert torch.allclose(cached, full, atol=1e-5) and torch.allclose(again, full, atol=1e-5)
+
+
+def test_prefix_cache_on_repeated_rows_gives_the_full_pass_scores(tiny_pcl):
+    pcl = _prefix_model(tiny_pcl, "t2").eval()
+    batch = _rows(pcl, repeat=[7, 0, 3, 7, 7, 1, 0, 3, 5, 5, 2])  # users interleaved and repeated (uni100)
+    with torch.no_grad():
+        full = _full_pass(pcl, pcl.predict, batch)
+        cached = pcl.predict(batch)
+    assert pcl._prefix_store.size == 6  # each distinct row once
+    assert torch.allclose(cached, full, atol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["t2", "t3"])
+def test_prefix_cache_gives_the_full_pass_gradients(tiny_pcl, task):
+    pcl = _prefix_model(tiny_pcl, task).train()  # dropout 0: the two paths compute the same function
+    batch = _rows(pcl)
+    grads = []
+    for fn in (pcl.calculate_loss, lambda b: _full_pass(pcl, pcl.calculate_loss, b)):
+        pcl.zero_grad()
+        fn(batch).backward()
+        grads.append({n: p.grad.clone() for n, p in pcl.named_parameters() if p.requires_grad})
+    expected = {f"prompts.{task}", "context_proj.weight", "context_attn.in_proj_weight", "context_attn.out_proj.weight"}
+    assert expected | ({f"heads.{task}.weight"} if task == "t3" else set()) <= set(grads[0])
+    for name, grad in grads[0].items():
+        assert grad.abs().sum() > 0 and torch.allclose(grad, grads[1][name], rtol=1e-4, atol=1e-7), name
+
+
+def test_prefix_cache_verifies_rows_keeps_its_bound_and_empties_when_weights_change(tiny_pcl, monkeypatch):
+    pcl = _prefix_model(tiny_pcl, "t2").eval()
+    batch = _rows(pcl)
+    full = _full_pass(pcl, pcl.full_sort_predict, batch)
+    store = pcl._prefix_store
+    # every row hashes alike: rows are told apart by their stored sequence, never mixed up
+    with monkeypatch.context() as m:
+        m.setattr(store, "hash", lambda seqs: torch.zeros(len(seqs), dtype=torch.long))
+        for _ in range(2):
+            assert torch.allclose(pcl.full_sort_predict(batch), full, atol=1e-5)
+    # room for two rows: those are kept, the others get their prefix per batch
+    store.clear()
+    row = pcl.prefix_pass(batch["item_id_list"][:1])
+    store.max_bytes = 2 * (row.numel() * row.element_size() + 10 * 8 + 8)
+    for _ in range(2):
+        assert torch.allclose(pcl.full_sort_predict(batch), full, atol=1e-5)
+    assert store.size == 2
+    # new backbone weights: the cache empties, else its prefixes would be the old backbone's
+    store.max_bytes = 2**30
+    pcl.full_sort_predict(batch)
+    state = {k: v * 1.5 if k.startswith("trm_encoder.") else v for k, v in pcl.state_dict().items()}
+    pcl.load_state_dict(state)
+    assert store.size == 0
+    new = _full_pass(pcl, pcl.full_sort_predict, batch)
+    assert not torch.allclose(new, full, atol=1e-3) and torch.allclose(pcl.full_sort_predict(batch), new, atol=1e-5)
+    pcl.end_task("t2")  # a stage's end (and start) empties it too
+    assert store.size == 0
+
+
+def test_attribute_tasks_and_cold_item_tuning_keep_the_full_pass(tiny_pcl):
+    config = Config(
+        "PCL",
+        "ml-100k",
+        config_dict=dict(tiny_pcl, tasks=TASKS, contextual_prompt="none", tune_cold_items=True, cold_item_share=0.5),
+    )
+    data = ContinualData(config)
+    from recbole_pcl.model.sequential_recommender.pcl import PCL
+
+    pcl = PCL(config, data.tasks[0].train._dataset)
+    pcl.add_task("t2", "link")
+    pcl.add_task("genre", "class", num_classes=19, attribute="class")
+    assert not pcl.uses_prefix("t2") and not pcl.uses_prefix("genre")
+    pcl.tune_cold_items = False
+    assert pcl.uses_prefix("t2") and not pcl.uses_prefix("genre")
+    pcl.tune_cold_items = True
+    pcl.begin_task("t2")
+    cold = len(data.cold_items)
+    assert 0 < cold < pcl.n_items - 1
+    # what trains: the t prompt rows and the cold items' embeddings, not the warm rows
+    assert pcl.count_trainable() == 3 * 16 + cold * 16

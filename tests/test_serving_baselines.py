@@ -160,3 +160,46 @@ def test_serving_in_batches_equals_serving_at_once(tiny_run):
     assert torch.allclose(
         predictor.user_representation(batch_size=7), predictor.user_representation(batch_size=10_000), atol=1e-6
     )
+
+
+def _fail(*args, **kwargs):
+    raise AssertionError("the full pass ran")
+
+
+def test_serving_several_tasks_shares_one_prefix_pass_per_batch(tiny_run, monkeypatch):
+    run_recbole_pcl("PCL", "ml-100k", config_dict=dict(tiny_run, epochs=1))
+    predictor = load_continual_run("PCL", "ml-100k", config_dict=dict(tiny_run, epochs=1))
+    model, users, names = predictor.model, predictor.users[:20], list(predictor.tasks)  # T1 and 3 tasks
+    links = [n for n in names if predictor.tasks[n].spec.kind == "link"]
+    # one call per task, as before: each its own full pass
+    scores = {n: predictor.predict(n, users, batch_size=8) for n in names}
+    top = {n: predictor.recommend(n, users, k=5, batch_size=8) for n in links}
+    vectors = {n: predictor.user_representation(users, None if n == names[0] else n, batch_size=8) for n in names}
+    passes = []
+    prefix_pass = model.prefix_pass
+    monkeypatch.setattr(model, "prefix_pass", lambda seq: passes.append(len(seq)) or prefix_pass(seq))
+    monkeypatch.setattr(model.trm_encoder, "forward", _fail)  # every task runs its last t positions only
+    several = predictor.predict(names, users, batch_size=8)
+    assert passes == [8, 8, 4]  # one prefix pass per batch of users, for all four tasks
+    assert list(several) == names
+    for n in names:
+        assert several[n].shape == scores[n].shape and torch.allclose(several[n], scores[n], atol=1e-6), n
+    assert predictor.recommend(links, users, k=5, batch_size=8) == top
+    several = predictor.user_representation(users, [None, *names[1:]], batch_size=8)
+    assert list(several) == [None, *names[1:]]
+    for n in names:
+        assert torch.allclose(several[None if n == names[0] else n], vectors[n], atol=1e-6), n
+    monkeypatch.undo()
+    # no users: empty results of the right shape, one task or several
+    assert predictor.predict("next_4star", []).shape == (0, predictor.data.dataset.item_num)
+    assert predictor.predict("next_genre", []).shape == (0, 19)
+    assert predictor.user_representation([]).shape == (0, 16)
+    assert predictor.recommend("next_4star", [], k=5) == []
+    assert {n: s.shape for n, s in predictor.predict(names[1:], []).items()} == {
+        n: (0, scores[n].shape[1]) for n in names[1:]
+    }
+    assert predictor.recommend(links, [], k=5) == {n: [] for n in links}
+    with pytest.raises(PCLError, match="unknown task 'nope'"):
+        predictor.predict(["next_4star", "nope"], users)
+    with pytest.raises(PCLError, match="task 'next_genre' predicts classes, not items"):
+        predictor.recommend(["next_4star", "next_genre"], users)

@@ -129,6 +129,8 @@ RULES = {
     "adapter": Rule("str", choices=("linear", "mlp")),
     "prompt_init": Rule("str", choices=("previous", "random")),
     "normalize_context": Rule("bool"),
+    "prefix_cache": Rule("bool"),
+    "prefix_cache_gib": Rule("float", low=0),
 }
 
 

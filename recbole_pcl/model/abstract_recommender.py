@@ -69,6 +69,19 @@ class TaskRecommender(SequentialRecommender):
     def t1_loss(self, interaction):
         raise NotImplementedError
 
+    def tasks_logits(self, interaction, tasks):
+        """``{task: task_logits(interaction, task)}`` for several tasks of one batch (serving); methods
+        whose tasks share part of the work do it once."""
+        return {task: self.task_logits(interaction, task) for task in tasks}
+
+    def user_representations(self, interaction, tasks):
+        """``{task: user_representation(interaction, task)}``, as :meth:`tasks_logits`."""
+        return {task: self.user_representation(interaction, task) for task in tasks}
+
+    def count_trainable(self):
+        """How many numbers the current stage learns (the report's trainable parameters)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
     def start_epoch(self, num_batches):
         """Called by the trainer before each training epoch of ``num_batches`` batches (for methods
         whose training schedule follows the batch index)."""

@@ -51,7 +51,7 @@ def require_task_method(model_class):
 
 
 def count_trainable(model):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return model.count_trainable()
 
 
 def with_settings(config, **changes):

@@ -19,14 +19,42 @@ Link tasks score against the frozen item table. **Prompts are attached in** :met
 
 The attention layer is shared and keeps learning with each new task; to keep old tasks exactly as
 they were, each task's contextual prompt vector is frozen when its stage ends (:meth:`end_task`).
+
+Prompt-free prefix (``prefix_cache``): SASRec is causal and a task adds nothing before the last t
+items, so every layer's states there are the frozen backbone's own. A stage computes each row's
+prefix keys and values once (:meth:`PCL.prefix`, kept in a :class:`PrefixCache`) and trains and
+predicts through the last t positions only (:meth:`PCL.suffix`); serving several tasks shares one
+prefix pass per batch (:meth:`PCL.tasks_logits`).
 """
 
+from contextlib import contextmanager, nullcontext
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recbole_pcl.data.continual import cold_items
 from recbole_pcl.model.abstract_recommender import ContinualRecommender, TaskSASRec
+from recbole_pcl.model.prefix_cache import PrefixCache
 from recbole_pcl.utils.errors import PCLError
+
+
+def transformer_layer(layer, hidden, keys, values, mask, training):
+    """RecBole's ``TransformerLayer.forward`` (its ``MultiHeadAttention`` then ``FeedForward``, with
+    their own weights) for the queries of ``hidden`` ``[B, Q, d]`` over the projected ``keys`` and
+    ``values`` ``[B, K, d]``, with RecBole's additive ``mask`` ``[B, 1, Q, K]``; dropout only when
+    ``training``. With ``keys``/``values`` projected from ``hidden`` itself it is RecBole's layer."""
+    mha, ff = layer.multi_head_attention, layer.feed_forward
+
+    def heads(x):  # [B, len, d] -> [B, heads, len, d / heads]
+        return mha.transpose_for_scores(x).transpose(1, 2)
+
+    scores = heads(mha.query(hidden)) @ heads(keys).transpose(-1, -2) / mha.sqrt_attention_head_size + mask
+    probs = F.dropout(mha.softmax(scores), mha.attn_dropout.p, training)
+    context = (probs @ heads(values)).transpose(1, 2).reshape(hidden.shape)
+    hidden = mha.LayerNorm(F.dropout(mha.dense(context), mha.out_dropout.p, training) + hidden)
+    inner = ff.dense_2(ff.intermediate_act_fn(ff.dense_1(hidden)))
+    return ff.LayerNorm(F.dropout(inner, ff.dropout.p, training) + hidden)
 
 
 class PCL(TaskSASRec, ContinualRecommender):
@@ -40,6 +68,8 @@ class PCL(TaskSASRec, ContinualRecommender):
         "prompt_init",
         "normalize_context",
         "tune_cold_items",
+        "prefix_cache",
+        "prefix_cache_gib",
     )
 
     def __init__(self, config, dataset):
@@ -57,8 +87,13 @@ class PCL(TaskSASRec, ContinualRecommender):
             )
         self.contextual_prompt = config["contextual_prompt"]  # lm | random | none
         self.prompt_init = config["prompt_init"]  # previous | random
+        self.prefix_cache = config["prefix_cache"]
+        self._prefix_store = PrefixCache(config["prefix_cache_gib"] * 2**30)
+        self._shared = None  # (item_seq, its prefix) while shared_prefix is open
 
-        self.prompts = nn.ParameterDict()  # task -> [n, d] position-wise prompt
+        # task -> [t, d] position-wise prompt: row i on the i-th of the last t items (p_k[-t:] of Eq. 1;
+        # the earlier rows of p_k would never be used)
+        self.prompts = nn.ParameterDict()
         self.attributes = nn.ModuleDict()  # task -> attribute-value embedding
         self.frozen_context = nn.ParameterDict()  # task -> its contextual prompt, frozen when it ends
         self.finished = set()  # tasks whose stage has ended: they use frozen_context
@@ -94,7 +129,7 @@ class PCL(TaskSASRec, ContinualRecommender):
         """Create task ``name``'s prompt, adapter and attribute embedding; :meth:`init_task`
         initialises them (under the stage's seed)."""
         super().add_task(name, kind, num_classes, attribute)
-        self.prompts[name] = nn.Parameter(torch.zeros(self.max_seq_length, self.hidden_size))
+        self.prompts[name] = nn.Parameter(torch.zeros(self.prompt_length, self.hidden_size))
         if self.uses_context:
             self.frozen_context[name] = nn.Parameter(torch.zeros(self.hidden_size), requires_grad=False)
         if attribute is not None:
@@ -146,6 +181,10 @@ class PCL(TaskSASRec, ContinualRecommender):
             prefixes.append("item_embedding.weight")
         return [k for k in keys if k.startswith(tuple(prefixes))]
 
+    def begin_task(self, name):
+        self._prefix_store.clear()  # the backbone may have changed since the cache was filled
+        super().begin_task(name)
+
     def end_task(self, name):
         """Freeze what task ``name`` learned, so later tasks cannot change its predictions."""
         if name is not None:
@@ -154,7 +193,18 @@ class PCL(TaskSASRec, ContinualRecommender):
                     self.frozen_context[name].copy_(self._live_context(name))
             self.finished.add(name)
             self.last_prompted = name
+        self._prefix_store.clear()
         super().end_task(name)
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        self._prefix_store.clear()  # new weights: every cached prefix is stale
+        return super().load_state_dict(state_dict, strict, assign)
+
+    def count_trainable(self):
+        count = super().count_trainable()
+        if self.tune_cold_items and self.active_task is not None and self.item_embedding.weight.requires_grad:
+            count -= int(self.n_items - self.cold_rows.sum()) * self.hidden_size  # warm rows get no gradient
+        return count
 
     # ----- prompts ------------------------------------------------------------------------------
     def _live_context(self, name):
@@ -165,20 +215,26 @@ class PCL(TaskSASRec, ContinualRecommender):
         p_t, _ = self.context_attn(e, e, e, need_weights=False)
         return torch.nn.functional.normalize(p_t[0, k], dim=0) if self.normalize_context else p_t[0, k]
 
+    def _prompt_at(self, name, positions, item_seq_len):
+        """Task ``name``'s prompts (Eq. 1, 3) at the item ``positions`` ``[B, P]`` of each sequence:
+        prompt row i on the i-th of its last t items, nothing elsewhere. Shape ``[B, P, d]``."""
+        t = self.prompt_length
+        # sequences are left-aligned and padded on the right: the last t items end at item_seq_len
+        row = positions - (item_seq_len.unsqueeze(1) - t)
+        on = ((row >= 0) & (row < t)).unsqueeze(-1)
+        prompt = self.prompts[name][row.clamp(0, t - 1)]
+        if self.uses_context:
+            context = self.frozen_context[name] if name in self.finished else self._live_context(name)
+            prompt = prompt + self.context_lambda * context
+        return prompt * on
+
     def task_input(self, name, item_seq, item_seq_len):
         """What task ``name`` adds to the item-embedding sequence: prompts on the last t items (Eq. 1, 3)
         and the optional attribute embeddings on every item. Shape ``[B, n, d]``."""
-        n, t = item_seq.size(1), self.prompt_length
         add = torch.zeros(*item_seq.shape, self.hidden_size, device=item_seq.device)
-        if t > 0:
-            # sequences are left-aligned and padded on the right: the last t items end at item_seq_len
-            rel = torch.arange(n, device=item_seq.device).unsqueeze(0) - item_seq_len.unsqueeze(1) + n
-            on = ((rel >= n - t) & (rel < n)).unsqueeze(-1)
-            prompt = self.prompts[name][rel.clamp(0, n - 1)]
-            if self.uses_context:
-                context = self.frozen_context[name] if name in self.finished else self._live_context(name)
-                prompt = prompt + self.context_lambda * context
-            add = add + prompt * on
+        if self.prompt_length > 0:
+            positions = torch.arange(item_seq.size(1), device=item_seq.device).expand_as(item_seq)
+            add = add + self._prompt_at(name, positions, item_seq_len)
         if name in self.attributes:
             values = getattr(self, f"attribute_of_item_{name}")[item_seq]
             emb = self.attributes[name](values) * values.ne(0).unsqueeze(-1)  # missing values add nothing
@@ -190,3 +246,97 @@ class PCL(TaskSASRec, ContinualRecommender):
     def input_embedding(self, task, item_seq, item_seq_len):
         emb = super().input_embedding(task, item_seq, item_seq_len)
         return emb if task is None else emb + self.task_input(task, item_seq, item_seq_len)
+
+    # ----- the prompt-free prefix ---------------------------------------------------------------
+    def uses_prefix(self, task):
+        """Whether ``task`` (None = T1) may start from the prompt-free prefix: it adds nothing before
+        the last t items (no item attribute) and the item embeddings stay frozen."""
+        return self.prefix_cache and not self.tune_cold_items and task not in self.attributes
+
+    @torch.no_grad()
+    def prefix_pass(self, item_seq):
+        """Each layer's keys and values of the frozen backbone without prompts, at every position:
+        ``[B, n_layers, 2, n, d]``. Without dropout: it stands for the backbone, not a training sample."""
+        positions = torch.arange(item_seq.size(1), device=item_seq.device).expand_as(item_seq)
+        hidden = self.LayerNorm(self.item_embedding(item_seq) + self.position_embedding(positions))
+        mask = self.get_attention_mask(item_seq)
+        layers, kv = self.trm_encoder.layer, []
+        for i, layer in enumerate(layers):
+            mha = layer.multi_head_attention
+            keys, values = mha.key(hidden), mha.value(hidden)
+            kv.append(torch.stack([keys, values], 1))
+            if i + 1 < len(layers):  # the last layer's output is not needed
+                hidden = transformer_layer(layer, hidden, keys, values, mask, training=False)
+        return torch.stack(kv, 1)
+
+    def prefix(self, item_seq):
+        """:meth:`prefix_pass` of ``item_seq``, from the stage's cache for the rows it holds (the
+        others are computed and kept while ``prefix_cache_gib`` allows; beyond, per batch)."""
+        return self._prefix_store.get(item_seq, self.prefix_pass)
+
+    def suffix(self, task, item_seq, item_seq_len, prefix):
+        """The user vector for ``task`` (None = T1), ``[B, d]``, from the ``prefix`` keys and values
+        (:meth:`prefix_pass`), running the layers on the last ``w = max(t, 1)`` positions only.
+
+        Exact (up to float rounding, without dropout): with causal attention the state at a position
+        depends only on the inputs up to it, and the task adds nothing before the last t items, so at
+        every position p < s = max(L - w, 0) of a row of length L each layer's input, and so its keys
+        and values, are those of the prompt-free backbone. The suffix positions s..s+w-1 (all of
+        0..w-1, some of them padding, when L < w) attend over exactly the keys RecBole's mask lets
+        them see: the prefix's at p < s (causal, non-padding) and the suffix's own, causally, where
+        the item is not padding. Everything else in a layer is position-wise. The output is read at
+        position L - 1, which is in the suffix. Dropout: the suffix keeps it in training; the prefix,
+        computed once, has none (the full pass would drop out there too)."""
+        n, w = item_seq.size(1), max(self.prompt_length, 1)
+        start = (item_seq_len - w).clamp(min=0)
+        positions = start.unsqueeze(1) + torch.arange(w, device=item_seq.device)  # < n: w <= n
+        items = item_seq.gather(1, positions)
+        emb = self.item_embedding(items) + self.position_embedding(positions)
+        if task is not None and self.prompt_length > 0:
+            emb = emb + self._prompt_at(task, positions, item_seq_len)
+        hidden = self.dropout(self.LayerNorm(emb))
+        before = (torch.arange(n, device=item_seq.device) < start.unsqueeze(1)) & item_seq.ne(0)  # [B, n]
+        causal = torch.ones(w, w, dtype=torch.bool, device=item_seq.device).tril() & items.ne(0).unsqueeze(1)
+        visible = torch.cat([before.unsqueeze(1).expand(-1, w, -1), causal], 2)  # [B, w, n + w]
+        mask = torch.where(visible, 0.0, -10000.0).unsqueeze(1)  # RecBole's values
+        for i, layer in enumerate(self.trm_encoder.layer):
+            mha = layer.multi_head_attention
+            keys = torch.cat([prefix[:, i, 0].to(hidden.dtype), mha.key(hidden)], 1)
+            values = torch.cat([prefix[:, i, 1].to(hidden.dtype), mha.value(hidden)], 1)
+            hidden = transformer_layer(layer, hidden, keys, values, mask, self.training)
+        return self.gather_indexes(hidden, item_seq_len - 1 - start)
+
+    def forward(self, item_seq, item_seq_len, task=None):
+        """The user vector for ``task``. Where :meth:`uses_prefix` allows, through :meth:`suffix`
+        from the batch's shared prefix (:meth:`shared_prefix`) or, in a stage (RecBole's calls for
+        the active task), from :meth:`prefix`; otherwise the full pass."""
+        if self.uses_prefix(task):
+            if self._shared is not None and self._shared[0] is item_seq:
+                return self.suffix(task, item_seq, item_seq_len, self._shared[1])
+            if task is not None and self.active_task is not None:
+                return self.suffix(task, item_seq, item_seq_len, self.prefix(item_seq))
+        return super().forward(item_seq, item_seq_len, task)
+
+    @contextmanager
+    def shared_prefix(self, item_seq):
+        """Within, every task's forward on this very ``item_seq`` tensor starts from one prefix pass."""
+        self._shared = (item_seq, self.prefix_pass(item_seq))
+        try:
+            yield
+        finally:
+            self._shared = None
+
+    def _sharing(self, interaction, tasks):
+        """:meth:`shared_prefix` of the batch when two or more of ``tasks`` start from it (for one
+        task, its full pass is less work than prefix and suffix)."""
+        if sum(self.uses_prefix(task) for task in set(tasks)) < 2:
+            return nullcontext()
+        return self.shared_prefix(interaction[self.ITEM_SEQ])
+
+    def tasks_logits(self, interaction, tasks):
+        with self._sharing(interaction, tasks):
+            return super().tasks_logits(interaction, tasks)
+
+    def user_representations(self, interaction, tasks):
+        with self._sharing(interaction, tasks):
+            return super().user_representations(interaction, tasks)
