@@ -7,7 +7,8 @@ python run_recbole_pcl.py --model=PCL,SASRecPerTask,FineAll --dataset=ml-100k [-
 import argparse
 import sys
 
-from recbole_pcl.quick_start import run_comparison, run_recbole_pcl
+from recbole_pcl.experiment import run_comparison
+from recbole_pcl.quick_start import run_recbole_pcl
 from recbole_pcl.utils.cli import exit_status
 
 

@@ -11,9 +11,9 @@ from scipy import stats
 
 from recbole_pcl.config import Config
 from recbole_pcl.data.continual import ContinualData
+from recbole_pcl.experiment import run_comparison
 from recbole_pcl.pipeline import TaskPipeline
 from recbole_pcl.pipeline.identity import digest
-from recbole_pcl.quick_start import run_comparison
 from recbole_pcl.utils import get_model
 
 TASKS = ML100K_TASKS[:4]

@@ -51,7 +51,7 @@ def test_joint_methods_start_with_the_shared_pretraining(tiny, monkeypatch):
         lambda jobs, show: phases.append([j.key for j in jobs]) or {j.key: {"ok": True} for j in jobs},
     )
     jobs = [
-        Job(f"{m}/fold-{f}", m, "ml-100k", config_dict=dict(tiny, fold=f))
+        Job(f"{m}/fold-{f}", m, "ml-100k", config_dict=dict(tiny, fold=f, fwt_reference=True))
         for f in (0, 1)
         for m in ("PCL", "MTL", "SASRecPerTask")
     ]

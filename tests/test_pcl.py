@@ -472,6 +472,7 @@ def test_attribute_tasks_and_cold_item_tuning_keep_the_full_pass(tiny_pcl):
     from recbole_pcl.model.sequential_recommender.pcl import PCL
 
     pcl = PCL(config, data.tasks[0].train._dataset)
+    pcl.set_cold_items(data.cold_items)
     pcl.add_task("t2", "link")
     pcl.add_task("genre", "class", num_classes=19, attribute="class")
     assert not pcl.uses_prefix("t2") and not pcl.uses_prefix("genre")

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from recbole_pcl.utils.errors import PCLError
+from recbole_pcl.utils.utils import properties_dir
 
 
 class Rule:
@@ -118,6 +119,8 @@ RULES = {
     "sampling_scale": Rule("float", low=0, low_open=True),
     "kr_alpha": Rule("float", low=0),
     "fwt_reference": Rule("bool"),
+    "fwt_reference_model": Rule("str", nullable=True),
+    "compare_reference": Rule("str", nullable=True),
     "run_dir": Rule("str", nullable=True),
     "pretrained_checkpoint": Rule("str", nullable=True),
     # PCL (properties/model/PCL.yaml)
@@ -239,8 +242,6 @@ def known_keys():
     import recbole
     from recbole.utils import argument_list
 
-    from recbole_pcl.utils.utils import properties_dir
-
     keys = set()
     for name in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
         keys.update(getattr(argument_list, name))
@@ -261,8 +262,6 @@ def known_keys():
 def model_setting_keys():
     """The settings some model property file (RecBole's or ours) declares."""
     import recbole
-
-    from recbole_pcl.utils.utils import properties_dir
 
     keys = set()
     for folder in (Path(inspect.getfile(recbole)).parent / "properties" / "model", properties_dir() / "model"):

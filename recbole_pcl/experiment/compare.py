@@ -32,8 +32,6 @@ from recbole_pcl.utils.errors import PCLError
 from recbole_pcl.utils.plots import new_figure, save_figure
 from recbole_pcl.utils.utils import get_model
 
-REFERENCE = "PCL"  # paired differences are to the method labelled so (else to the first method)
-
 
 @dataclass(frozen=True)
 class Method:
@@ -125,7 +123,9 @@ def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cm
     results = {(m.label, f): outcomes[f"{m.label}/fold-{f}"]["result"] for m in complete for f in folds}
     specs = next(iter(pipelines.values())).specs
     comparison = (
-        summarise(complete, folds, specs, results) if complete else {"methods": [], "table": "", "differences": ""}
+        summarise(complete, folds, specs, results, base["compare_reference"])
+        if complete
+        else {"methods": [], "table": "", "differences": ""}
     )
     comparison.update(
         dataset=dataset,
@@ -167,11 +167,11 @@ def fold_caption(comparison):
     return f"fold{'s' if comparison['folds'] > 1 else ''} {', '.join(map(str, comparison['fold_indices']))} of {comparison['n_folds']}"
 
 
-def summarise(compared, folds, specs, results):
+def summarise(compared, folds, specs, results, reference=None):
     """Per method and task: every metric's mean and interval over folds, and the paired difference to
-    the reference method (PCL)."""
+    the method labelled ``reference`` (``compare_reference``; the first method when absent)."""
     labels = [m.label for m in compared]
-    reference = REFERENCE if REFERENCE in labels else labels[0]
+    reference = reference if reference in labels else labels[0]
     methods = []
     for method in compared:
         m = method.label
@@ -374,7 +374,8 @@ def merge_comparisons(paths, out):
         raise PCLError(f"no method in {', '.join(paths)}")
     specs = [Column(t, "class" if "accuracy" in rows[0]["tasks"][t] else "link") for t in columns]
     labels = [r["method"] for r in rows]
-    merged = comparison_of(rows, specs, REFERENCE if REFERENCE in labels else labels[0])
+    reference = first[1].get("reference")
+    merged = comparison_of(rows, specs, reference if reference in labels else labels[0])
     data = first[1]
     merged.update(
         dataset=data["dataset"],

@@ -31,8 +31,10 @@ from recbole_pcl.config import Config
 from recbole_pcl.data.tasks import parse_tasks
 from recbole_pcl.experiment.compare import Method, interval, run_comparison
 from recbole_pcl.experiment.runner import Job, failures, run_jobs, runner_settings
+from recbole_pcl.pipeline import TaskPipeline
 from recbole_pcl.pipeline.identity import digest
 from recbole_pcl.pipeline.report import write_csv
+from recbole_pcl.utils import get_model
 from recbole_pcl.utils.checkpoint import atomic_write_text
 from recbole_pcl.utils.errors import PCLError
 from recbole_pcl.utils.plots import new_figure, save_figure
@@ -320,8 +322,6 @@ def rq4(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
 
 def user_vector_mlp(exp, tasks, fold):
     """Fit the MLP of RQ4 on each source of user vectors; ``{source: fit}`` (see :func:`fit_mlp`)."""
-    from recbole_pcl.pipeline import TaskPipeline
-    from recbole_pcl.utils import get_model
 
     settings = dict(exp.config_dict, fold=fold)
     pcl = TaskPipeline(

@@ -28,6 +28,11 @@ from logging import getLogger
 from recbole.utils import set_color
 from tqdm import tqdm
 
+from recbole_pcl.config import Config
+from recbole_pcl.model.abstract_recommender import TaskRecommender
+from recbole_pcl.pipeline import TaskPipeline
+from recbole_pcl.quick_start import run_recbole_pcl
+from recbole_pcl.utils import get_model
 from recbole_pcl.utils.errors import PCLError
 
 DEVICE_KEYS = ("gpu_id", "use_gpu")
@@ -46,13 +51,10 @@ class Job:
     pretrain_only: bool = False  # train (or find) stage 0 and stop
 
     def config(self):
-        from recbole_pcl.config import Config
 
         return Config(self.model, self.dataset, self.config_file_list, self.config_dict, self.cmd_args)
 
     def pipeline(self):
-        from recbole_pcl.pipeline import TaskPipeline
-        from recbole_pcl.utils import get_model
 
         return TaskPipeline(self.config(), get_model(self.model))
 
@@ -73,8 +75,6 @@ def execute(job):
     try:
         cmd_args = [a for a in job.cmd_args if a[2:].partition("=")[0] not in DEVICE_KEYS] + device_options()
         job = Job(job.key, job.model, job.dataset, job.config_file_list, job.config_dict, cmd_args, job.pretrain_only)
-        from recbole_pcl.model.abstract_recommender import TaskRecommender
-        from recbole_pcl.utils import get_model
 
         if job.pretrain_only:
             result = job.pipeline().pretrain()
@@ -82,8 +82,6 @@ def execute(job):
             # jobs of one experiment may need each other's runs (a run's FWT reference): wait, never refuse
             result = job.pipeline().run(wait=True)
         else:
-            from recbole_pcl.quick_start import run_recbole_pcl
-
             result = run_recbole_pcl(
                 job.model, job.dataset, job.config_file_list, job.config_dict, cmd_args=job.cmd_args
             )
@@ -135,12 +133,12 @@ def run_jobs(jobs, runner="ray", address=None, cpus_per_run=1, gpus_per_run=0, s
     if todo:
         logger.info(f"{len(todo)} run(s) to do, {len(outcomes)} finished before")
         submit = _serial if runner == "serial" else _ray_submitter(address, cpus_per_run, gpus_per_run)
-        from recbole_pcl.pipeline.pipeline import FWT_REFERENCE
-
-        # a joint method reads no other job's stage or run: it starts with the pretrainings
+        # a joint method reads no other job's stage or run: it starts with the pretrainings; the FWT
+        # references (fwt_reference_model) run next, since other runs read them
         joint = {j.key for j in todo if pipelines[j.key] is not None and pipelines[j.key].strategy.name == "joint"}
-        references = [j for j in todo if j.model == FWT_REFERENCE and j.key not in joint]  # other runs read them (FWT)
-        rest = [j for j in todo if j.model != FWT_REFERENCE and j.key not in joint]
+        read = {p.config["fwt_reference_model"] for p in pipelines.values() if p is not None and p.reports_fwt()}
+        references = [j for j in todo if j.model in read and j.key not in joint]
+        rest = [j for j in todo if j.model not in read and j.key not in joint]
         for phase in (_pretraining_jobs(todo, pipelines) + [j for j in todo if j.key in joint], references, rest):
             if phase:
                 outcomes.update(submit(phase, show_progress))

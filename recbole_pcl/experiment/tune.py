@@ -30,7 +30,9 @@ from tabulate import tabulate
 from recbole_pcl.config import Config
 from recbole_pcl.experiment.research import Experiment
 from recbole_pcl.experiment.runner import Job, failures, run_jobs
+from recbole_pcl.pipeline import TaskPipeline
 from recbole_pcl.pipeline.report import write_csv
+from recbole_pcl.utils import get_model
 from recbole_pcl.utils.checkpoint import atomic_write_text
 from recbole_pcl.utils.errors import PCLError
 from recbole_pcl.utils.plots import new_figure, save_figure
@@ -90,10 +92,6 @@ def _checked_arguments(key, kind, args):
 def trial(params, model, dataset, files, config_dict, cmd_args):
     """One trial (runs in a Ray Tune worker): the method with ``params``, reporting after every epoch."""
     from ray import tune
-
-    from recbole_pcl.config import Config
-    from recbole_pcl.pipeline import TaskPipeline
-    from recbole_pcl.utils import get_model
 
     config = Config(model, dataset, files, dict(config_dict, **params), cmd_args)
     clock = StageClock(config["epochs"], tune.report)

@@ -46,6 +46,14 @@ class TaskRecommender(SequentialRecommender):
     def label(cls):
         return cls.display_name or cls.__name__
 
+    def setup(self, data):
+        """Called once after construction with the run's data
+        (:class:`~recbole_pcl.data.continual.ContinualData`, whose ``tasks`` list T1 first): declares
+        each downstream task (:meth:`add_task`). A method that needs more of the run (PCL: the task
+        descriptions, the cold-start items) reads it here."""
+        for task in data.tasks[1:]:
+            self.add_task(task.spec.name, task.spec.kind, task.num_classes, task.spec.attribute)
+
     def add_task(self, name, kind, num_classes=0, attribute=None):
         """Declare downstream task ``name`` (before its stage, or before loading a finished run)."""
         self.task_kind[name] = kind

@@ -45,6 +45,8 @@ IGNORED_SETTINGS = {
     "ip": "device",
     "port": "device",
     "fwt_reference": "report only: the references are identified on their own",
+    "fwt_reference_model": "report only: the references are identified on their own",
+    "compare_reference": "which row a comparison's differences are to",
     "runner": "how runs are scheduled",
     "compare_folds": "which runs a comparison schedules (each run has its own fold)",
     "ray_address": "how runs are scheduled",

@@ -20,7 +20,6 @@ import os
 import time
 from logging import getLogger
 
-import torch
 from recbole.utils import init_seed, set_color
 
 from recbole_pcl.data.continual import ContinualData, task_sequence
@@ -36,8 +35,7 @@ from recbole_pcl.pipeline.report import write_report
 from recbole_pcl.pipeline.run_directory import STORE, RunDirectory
 from recbole_pcl.trainer import ContinualTrainer, JointTrainer
 from recbole_pcl.utils.errors import PCLError
-
-FWT_REFERENCE = "SASRecPerTask"  # each task learned alone, from scratch
+from recbole_pcl.utils.utils import get_model
 
 
 def require_task_method(model_class):
@@ -79,6 +77,8 @@ class TaskPipeline:
         )
         self.store = os.path.join(config["checkpoint_dir"], STORE)
         self.strategy = (SequentialStrategy if issubclass(model_class, ContinualRecommender) else JointStrategy)(self)
+        if self.reports_fwt():  # the reference is checked now, not after training
+            require_task_method(get_model(config["fwt_reference_model"]))
         self.epoch_callback = epoch_callback  # (stage index, epoch, validation score) after each epoch
         self._data, self._evaluators = None, {}
 
@@ -100,26 +100,8 @@ class TaskPipeline:
     def new_model(self):
         init_seed(self.config["seed"], self.config["reproducibility"])
         model = self.model_class(self.config, self.tasks[0].train._dataset)
-        if hasattr(model, "set_task_texts") and self.config["contextual_prompt"] not in (None, "none"):
-            model.set_task_texts([t.spec.name for t in self.tasks], self.task_text_embeddings())
-        for t in self.tasks[1:]:
-            model.add_task(t.spec.name, t.spec.kind, t.num_classes, t.spec.attribute)
+        model.setup(self.data)  # the method declares the tasks and takes what else it needs of the run
         return model.to(self.config["device"])
-
-    def task_text_embeddings(self):
-        specs = [t.spec for t in self.tasks]
-        if self.config["contextual_prompt"] == "random":  # ablation "w/o PLM": random description vectors
-            g = torch.Generator().manual_seed(self.config["seed"])
-            return torch.randn(len(specs), self.config["context_text_dim"], generator=g)
-        from recbole_pcl.model.text_encoder import encode_texts
-
-        cache = os.path.join(self.config["checkpoint_dir"], "text-cache")
-        emb = encode_texts([s.description for s in specs], cache, self.config["text_encoder"])
-        if emb.size(1) != self.config["context_text_dim"]:
-            raise PCLError(
-                f"text_encoder gives {emb.size(1)}-dim vectors but context_text_dim is {self.config['context_text_dim']}"
-            )
-        return emb
 
     def seed_stage(self, loaders, *stage):
         """Every random draw of a stage (initialisation, dropout, shuffling, negatives) starts from
@@ -232,18 +214,18 @@ class TaskPipeline:
 
     # ----- forward transfer -------------------------------------------------------------------
     def reports_fwt(self):
+        reference = self.config["fwt_reference_model"]
         return (
-            self.config["fwt_reference"]
+            bool(self.config["fwt_reference"] and reference)
             and self.strategy.name == "sequential"
-            and self.model_class.__name__ != FWT_REFERENCE
+            and (self.model_class.__name__ != reference)
         )
 
     def references(self):
-        """Each downstream task learned alone from scratch (the SASRec row), for FWT: the
-        reference method's own run, with the same settings (shared and reused like any run)."""
-        from recbole_pcl.utils import get_model
-
-        reference = TaskPipeline(self.config.for_model(FWT_REFERENCE), get_model(FWT_REFERENCE))
+        """Each downstream task learned alone (``fwt_reference_model``: the SASRec row by default), for
+        FWT: the reference method's own run, with the same settings (shared and reused like any run)."""
+        name = self.config["fwt_reference_model"]
+        reference = TaskPipeline(self.config.for_model(name), get_model(name))
         rows = reference.run(wait=True)["stages"]  # may be running beside this run (a comparison on Ray)
         return {r["task"]: r["test"] for r in rows[1:]}
 

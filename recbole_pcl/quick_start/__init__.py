@@ -1,5 +1,4 @@
-from recbole_pcl.experiment.compare import run_comparison
 from recbole_pcl.quick_start.quick_start import run_recbole_pcl
 from recbole_pcl.quick_start.serving import ContinualPredictor, load_continual_run
 
-__all__ = ["run_comparison", "run_recbole_pcl", "ContinualPredictor", "load_continual_run"]
+__all__ = ["run_recbole_pcl", "ContinualPredictor", "load_continual_run"]

@@ -122,8 +122,9 @@ def get_model(model_name):
 
 def get_trainer(model_type, model_name):
     """Trainer class: ``recbole_pcl.trainer.<Name>Trainer`` if it exists, else RecBole's choice,
-    given our weights-only checkpointing (RecBole's pickle the Config and fail on torch >= 2.6)."""
-    from recbole_pcl import trainer as our_trainers
+    given our weights-only checkpointing (RecBole's pickle the Config and fail on torch >= 2.6). The
+    trainers are looked up by module name, as RecBole and RecBole-GNN do: utils sits below them."""
+    our_trainers = importlib.import_module("recbole_pcl.trainer")
 
     if hasattr(our_trainers, model_name + "Trainer"):
         return getattr(our_trainers, model_name + "Trainer")

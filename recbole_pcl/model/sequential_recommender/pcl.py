@@ -27,15 +27,16 @@ predicts through the last t positions only (:meth:`PCL.suffix`); serving several
 prefix pass per batch (:meth:`PCL.tasks_logits`).
 """
 
+import os
 from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_pcl.data.continual import cold_items
 from recbole_pcl.model.abstract_recommender import ContinualRecommender, TaskSASRec
 from recbole_pcl.model.prefix_cache import PrefixCache
+from recbole_pcl.model.text_encoder import encode_texts
 from recbole_pcl.utils.errors import PCLError
 
 
@@ -78,13 +79,6 @@ class PCL(TaskSASRec, ContinualRecommender):
         self.context_lambda = config["context_lambda"]
         self.normalize_context = config["normalize_context"]
         self.tune_cold_items = config["tune_cold_items"]
-        if self.tune_cold_items:  # RQ3: downstream stages also learn the embeddings of the cold-start items
-            cold = torch.zeros(self.n_items, 1)
-            cold[torch.as_tensor(cold_items(config, self.n_items), dtype=torch.long)] = 1.0
-            self.register_buffer("cold_rows", cold, persistent=False)
-            self.item_embedding.weight.register_hook(
-                lambda grad: grad if self.active_task is None else grad * self.cold_rows
-            )
         self.contextual_prompt = config["contextual_prompt"]  # lm | random | none
         self.prompt_init = config["prompt_init"]  # previous | random
         self.prefix_cache = config["prefix_cache"]
@@ -103,6 +97,8 @@ class PCL(TaskSASRec, ContinualRecommender):
         self.task_names = []
         self.register_buffer("task_text", torch.zeros(0, 0), persistent=False)
         self.context_text_dim, self.context_heads = config["context_text_dim"], config["context_heads"]
+        self.text_encoder, self.seed = config["text_encoder"], config["seed"]
+        self.text_cache = os.path.join(config["checkpoint_dir"], "text-cache")
         if self.uses_context:
             self._new_context()
 
@@ -120,6 +116,37 @@ class PCL(TaskSASRec, ContinualRecommender):
         return 1
 
     # ----- the continual protocol -----------------------------------------------------------------
+    def setup(self, data):
+        """The run's task descriptions, encoded (Eq. 2), and its cold-start items (RQ3), then the tasks."""
+        if self.uses_context:
+            self.set_task_texts([t.spec.name for t in data.tasks], self.encode_descriptions(data.tasks))
+        if self.tune_cold_items:
+            self.set_cold_items(data.cold_items)
+        super().setup(data)
+
+    def set_cold_items(self, items):
+        """RQ3: the items kept out of T1 (``cold_item_share``); downstream stages also learn their
+        embeddings, and only theirs (the warm rows' gradients are zeroed)."""
+        cold = torch.zeros(self.n_items, 1)
+        cold[torch.as_tensor(items, dtype=torch.long)] = 1.0
+        self.register_buffer("cold_rows", cold.to(self.item_embedding.weight.device), persistent=False)
+        self.item_embedding.weight.register_hook(
+            lambda grad: grad if self.active_task is None else grad * self.cold_rows
+        )
+
+    def encode_descriptions(self, tasks):
+        """``E_T``: the tasks' descriptions encoded by the sentence transformer (``lm``), or random
+        vectors seeded by ``seed`` (``random``: the ablation w/o PLM)."""
+        if self.contextual_prompt == "random":
+            generator = torch.Generator().manual_seed(self.seed)
+            return torch.randn(len(tasks), self.context_text_dim, generator=generator)
+        embeddings = encode_texts([t.spec.description for t in tasks], self.text_cache, self.text_encoder)
+        if embeddings.size(1) != self.context_text_dim:
+            raise PCLError(
+                f"text_encoder gives {embeddings.size(1)}-dim vectors but context_text_dim is {self.context_text_dim}"
+            )
+        return embeddings
+
     def set_task_texts(self, names, embeddings):
         """Encoded descriptions of the run's tasks in order, ``E_T`` (``[|T|, context_text_dim]``)."""
         self.task_names = list(names)
