@@ -143,7 +143,7 @@ def test_rq2_runs_every_order_and_reports_the_spread(tiny):
 
 def test_rq2_tries_every_permutation_of_the_downstream_tasks(tiny, monkeypatch):
     """Three downstream tasks have six orders (not only the three rotations); T1 stays first."""
-    from recbole_pcl.experiment import research
+    from recbole_pcl.experiment import experiment
 
     seen = []
 
@@ -152,7 +152,7 @@ def test_rq2_tries_every_permutation_of_the_downstream_tasks(tiny, monkeypatch):
         final = {t["name"]: {"hit@10": 0.5, "accuracy": 0.5} for t in TASKS}
         return {job.key: {"ok": True, "result": {"final": final}, "seconds": 0.0} for job in jobs}
 
-    monkeypatch.setattr(research, "run_jobs", fake_run)
+    monkeypatch.setattr(experiment, "run_jobs", fake_run)
     result = run_experiment("rq2", "ml-100k", config_dict=dict(tiny, tasks=TASKS))
     assert sorted(result["orders"]) == ["234", "243", "324", "342", "423", "432"]
     orders = {tuple(t["name"] for t in job.config_dict["tasks"]) for job in seen}
@@ -219,7 +219,7 @@ def test_experiment_command_errors(capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.yaml cannot be read" in err[0]
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"space": {"prompt_length": {"normal": [1, 2]}}}))
+    bad.write_text(yaml.safe_dump({"model": "PCL", "space": {"prompt_length": {"normal": [1, 2]}}}))
     assert cli.main(["--experiment=tune", f"--definition={bad}", "--runner=serial"]) == 2
     assert "tune space: 'prompt_length' must be one of" in capsys.readouterr().err
 

@@ -258,12 +258,25 @@ def test_merge_never_writes_over_its_inputs_or_foreign_files(comparison, tmp_pat
         ("rq1", {"methds": ["PCL"]}, "unknown key 'methds'; did you mean 'methods'?"),
         ("rq1", {"methods": []}, "'methods' is empty"),
         ("rq3", {"settings": {"epochs": 1}}, "'methods' is missing"),
-        ("tune", {"space": {"prompt_length": {"choice": []}}}, "choice needs a non-empty list of values"),
-        ("tune", {"space": {"prompt_lenght": {"choice": [2]}}}, "unknown setting 'prompt_lenght'"),
-        ("tune", {"space": {"context_lambda": {"uniform": [2.0, 0.1]}}}, "uniform needs [low, high] with low < high"),
-        ("tune", {"space": {"context_lambda": {"loguniform": [0, 1]}}}, "loguniform needs low > 0"),
-        ("tune", {"space": {"adapter": {"choice": ["linear", "mpl"]}}}, "'mpl' is refused"),
-        ("tune", {"space": {"prompt_length": {"choice": [2]}}, "samples": 0}, "'samples' must be at least 1"),
+        ("rq2", {"settings": {"epochs": 1}}, "'model' is missing"),
+        (
+            "tune",
+            {"model": "PCL", "space": {"prompt_length": {"choice": []}}},
+            "choice needs a non-empty list of values",
+        ),
+        ("tune", {"model": "PCL", "space": {"prompt_lenght": {"choice": [2]}}}, "unknown setting 'prompt_lenght'"),
+        (
+            "tune",
+            {"model": "PCL", "space": {"context_lambda": {"uniform": [2.0, 0.1]}}},
+            "uniform needs [low, high] with low < high",
+        ),
+        ("tune", {"model": "PCL", "space": {"context_lambda": {"loguniform": [0, 1]}}}, "loguniform needs low > 0"),
+        ("tune", {"model": "PCL", "space": {"adapter": {"choice": ["linear", "mpl"]}}}, "'mpl' is refused"),
+        (
+            "tune",
+            {"model": "PCL", "space": {"prompt_length": {"choice": [2]}}, "samples": 0},
+            "'samples' must be at least 1",
+        ),
     ],
 )
 def test_bad_definitions_are_refused_when_loaded(two, tmp_path, capsys, experiment, definition, message):

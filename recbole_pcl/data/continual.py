@@ -24,7 +24,7 @@ from recbole.utils import EvaluatorType, FeatureType
 from tabulate import tabulate
 
 from recbole_pcl.data.builders import prepare_dataset
-from recbole_pcl.data.tasks import TaskSpec, parse_tasks
+from recbole_pcl.data.tasks import TaskSpec, parse_tasks, valid_metric
 from recbole_pcl.data.utils import build_dataloaders, check_dataset_files, load_dataset
 from recbole_pcl.utils.errors import PCLError
 
@@ -78,7 +78,7 @@ def task_config(config, spec):
     if spec.is_link:
         tc["metrics"] = list(config["link_metrics"])
         tc["topk"] = list(config["link_topk"])
-        tc["valid_metric"] = config["link_valid_metric"]
+        tc["valid_metric"] = valid_metric(spec.kind, config)
         tc["eval_type"] = EvaluatorType.RANKING
         mode = config["task_eval_mode"]
     else:

@@ -145,3 +145,14 @@ def parse_tasks(raw_tasks):
     if len(tasks) < 2:
         raise PCLError("the task sequence needs at least one downstream task after T1")
     return tasks
+
+
+def main_metric(kind, config):
+    """The metric a task is reported by: accuracy (class tasks) or ``report_metric`` (link tasks, HR@10)."""
+    return "accuracy" if kind == "class" else config["report_metric"].lower()
+
+
+def valid_metric(kind, config):
+    """The metric early stopping and tuning follow: accuracy (class tasks) or ``link_valid_metric``
+    (link tasks, NDCG@10)."""
+    return "accuracy" if kind == "class" else config["link_valid_metric"].lower()

@@ -49,7 +49,13 @@ DEFINITION_KEYS = {
         "settings": dict,
     },
 }
-REQUIRED_KEYS = {"rq1": ("methods",), "rq3": ("methods",), "tune": ("space",)}
+REQUIRED_KEYS = {
+    "rq1": ("methods",),
+    "rq2": ("model",),
+    "rq3": ("methods",),
+    "rq4": ("model",),
+    "tune": ("model", "space"),
+}
 
 
 def check_definition(experiment, definition, path):

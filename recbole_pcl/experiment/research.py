@@ -16,80 +16,18 @@ reused when finished. What each experiment runs is read from its definition file
 """
 
 import itertools
-import json
-import os
-import time
-from logging import getLogger
 
 import numpy as np
-import torch
-from recbole.utils import init_logger, set_color
 from tabulate import tabulate
-from torch import nn
 
-from recbole_pcl.config import Config
-from recbole_pcl.data.tasks import parse_tasks
-from recbole_pcl.experiment.compare import Method, interval, run_comparison
-from recbole_pcl.experiment.runner import Job, failures, run_jobs, runner_settings
-from recbole_pcl.pipeline import TaskPipeline
-from recbole_pcl.pipeline.identity import digest
-from recbole_pcl.pipeline.report import write_csv
-from recbole_pcl.utils import get_model
-from recbole_pcl.utils.checkpoint import atomic_write_text
+from recbole_pcl.data.tasks import main_metric
+from recbole_pcl.experiment.compare import Method, run_comparison
+from recbole_pcl.experiment.experiment import Experiment
+from recbole_pcl.experiment.runner import failures
+from recbole_pcl.experiment.statistics import interval
+from recbole_pcl.experiment.user_vectors import user_vector_mlp
 from recbole_pcl.utils.errors import PCLError
-from recbole_pcl.utils.plots import new_figure, save_figure
-
-
-def main_metric(kind):
-    return "accuracy" if kind == "class" else "hit@10"
-
-
-class Experiment:
-    """What the experiments share: the user's configuration, its output directory, the files."""
-
-    def __init__(self, name, definition, dataset, config_file_list=None, config_dict=None, cmd_args=None):
-        self.name, self.definition, self.dataset = name, definition, dataset
-        self.files, self.cmd_args = list(config_file_list or []), list(cmd_args or [])
-        self.config_dict = dict(config_dict or {}, **definition.get("settings", {}))
-        model = definition.get("model", "PCL")
-        self.base = Config(model, dataset, self.files, self.config_dict, self.cmd_args)
-        init_logger(self.base)
-        self.logger = getLogger()
-        self.runner = runner_settings(self.base)
-
-    def job(self, key, model="PCL", **settings):
-        return Job(key, model, self.dataset, self.files, dict(self.config_dict, **settings), self.cmd_args)
-
-    def enabled_tasks(self):
-        """The dataset's enabled task entries (as in its yaml), T1 first."""
-        raw = [t for t in self.base["tasks"] or [] if t.get("enabled", True) is not False]
-        parse_tasks(raw)  # the same checks as a run
-        return raw
-
-    def directory(self, jobs):
-        key = digest([[j.key, digest(j.pipeline().identity.run())] for j in jobs])
-        return os.path.join(self.base["checkpoint_dir"], f"{self.name}-{self.dataset}-{key[:8]}")
-
-    def run(self, jobs):
-        """Run ``jobs``; their outcomes and the seconds it took. When every run fails, a
-        :class:`PCLError` names the first failure."""
-        start = time.time()
-        outcomes = run_jobs(jobs, **self.runner)
-        failed = failures(outcomes)
-        if jobs and len(failed) == len(jobs):
-            first = next(iter(failed))
-            raise PCLError(f"every run of {self.name} failed; the first, {first}: {failed[first]}")
-        return outcomes, round(time.time() - start, 1)
-
-    def write(self, out, result, rows, markdown, figure):
-        os.makedirs(out, exist_ok=True)
-        write_csv(os.path.join(out, f"{self.name}.csv"), rows)
-        atomic_write_text(os.path.join(out, f"{self.name}.md"), markdown)
-        save_figure(figure, os.path.join(out, f"{self.name}.png"))
-        result["directory"] = out
-        atomic_write_text(os.path.join(out, f"{self.name}.json"), json.dumps(result, indent=1))
-        self.logger.info(set_color(self.name, "yellow") + f" ({out}):\n{markdown}")
-        return result
+from recbole_pcl.utils.plots import new_figure
 
 
 # ----- RQ1 ------------------------------------------------------------------------------------------
@@ -107,7 +45,9 @@ def rq2(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
     orders = list(itertools.permutations(downstream))
     folds = exp.base["n_folds"]
     jobs = [
-        exp.job(f"{''.join(str(numbers[t['name']]) for t in order)}/fold-{f}", tasks=[tasks[0], *order], fold=f)
+        exp.job(
+            f"{''.join(str(numbers[t['name']]) for t in order)}/fold-{f}", exp.model, tasks=[tasks[0], *order], fold=f
+        )
         for order in orders
         for f in range(folds)
     ]
@@ -118,7 +58,7 @@ def rq2(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
         per_order = []
         for order in orders:
             label = "".join(str(numbers[t["name"]]) for t in order)
-            values = [_final(outcomes, f"{label}/fold-{f}", task) for f in range(folds)]
+            values = [_final(outcomes, f"{label}/fold-{f}", task, exp.base) for f in range(folds)]
             if None in values:
                 continue
             mean, half = interval(values)
@@ -128,7 +68,7 @@ def rq2(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
                     "task": task["name"],
                     "T": numbers[task["name"]],
                     "order": label,
-                    "metric": main_metric(task["kind"]),
+                    "metric": main_metric(task["kind"], exp.base),
                     "mean": round(mean, 6),
                     "ci95": round(half, 6),
                     "folds": " ".join(f"{v:.4f}" for v in values),
@@ -170,7 +110,7 @@ def rq2(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
             yerr=[points[labels[i]]["ci95"] for i in xs],
             marker="o",
             capsize=3,
-            label=f"T{numbers[task['name']]} {task['name']} ({main_metric(task['kind'])})",
+            label=f"T{numbers[task['name']]} {task['name']} ({main_metric(task['kind'], exp.base)})",
         )
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels)
@@ -188,11 +128,11 @@ def rq2(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
     return exp.write(out, result, rows, markdown, fig)
 
 
-def _final(outcomes, key, task):
+def _final(outcomes, key, task, config):
     outcome = outcomes[key]
     if not outcome["ok"]:
         return None
-    return outcome["result"]["final"][task["name"]][main_metric(task["kind"])]
+    return outcome["result"]["final"][task["name"]][main_metric(task["kind"], config)]
 
 
 def _failures(outcomes):
@@ -222,7 +162,7 @@ def rq3(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
             length = min(len(h) for h in histories)
             curve = np.asarray([h[:length] for h in histories]).mean(0)
             curves[v.label, task["name"]] = curve.tolist()
-            finals = [_final(outcomes, f"{v.label}/fold-{f}", task) for f in range(folds)]
+            finals = [_final(outcomes, f"{v.label}/fold-{f}", task, exp.base) for f in range(folds)]
             finals = [x for x in finals if x is not None]
             mean, half = interval(finals)
             rows.append(
@@ -233,7 +173,7 @@ def rq3(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
                     "valid_first_epoch": round(curve[0], 4),
                     "valid_best": round(float(curve.max()), 4),
                     "best_epoch": int(curve.argmax()) + 1,
-                    "test_" + main_metric(task["kind"]): round(mean, 4),
+                    "test_" + main_metric(task["kind"], exp.base): round(mean, 4),
                     "test_ci95": round(half, 4),
                 }
             )
@@ -265,21 +205,23 @@ def rq3(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
 
 # ----- RQ4 ------------------------------------------------------------------------------------------
 def rq4(definition, dataset, config_file_list=None, config_dict=None, cmd_args=None):
-    """PCL (prompts tuned on the tasks before the target), SSP and NP user vectors on the target task."""
+    """The method's user vectors (prompts tuned on the tasks before the target; PCL by default), SSP and
+    NP user vectors on the target task."""
     exp = Experiment("rq4", definition, dataset, config_file_list, config_dict, cmd_args)
+    model = exp.model
     tasks = exp.enabled_tasks()
     target = tasks[-1]
     if target["kind"] != "class":
         raise PCLError(f"RQ4 learns the last task with an MLP on user vectors: '{target['name']}' must be a class task")
     folds = exp.base["n_folds"]
-    jobs = [exp.job(f"PCL/fold-{f}", tasks=tasks[:-1], fold=f) for f in range(folds)]
+    jobs = [exp.job(f"{model}/fold-{f}", model, tasks=tasks[:-1], fold=f) for f in range(folds)]
     out = exp.directory(jobs)
     outcomes, seconds = exp.run(jobs)
-    sources = ("PCL", "SSP", "NP")
+    sources = (model, "SSP", "NP")
     results = {s: [] for s in sources}
     for f in range(folds):
-        if outcomes[f"PCL/fold-{f}"]["ok"]:
-            for source, fit in user_vector_mlp(exp, tasks, f).items():
+        if outcomes[f"{model}/fold-{f}"]["ok"]:
+            for source, fit in user_vector_mlp(exp, model, tasks, f).items():
                 results[source].append(fit)
     rows = []
     for source in sources:
@@ -301,7 +243,7 @@ def rq4(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
         )
     markdown = (
         f"RQ4, universal user vectors on {target['name']} ({folds} folds): a one-hidden-layer MLP on "
-        f"[user vector ‖ one-hot user id]. PCL: the mean of the user's vectors under the prompts of "
+        f"[user vector ‖ one-hot user id]. {model}: the mean of the user's vectors under the prompts of "
         f"{', '.join(t['name'] for t in tasks[1:-1])}; SSP: the pretrained backbone (T1 only); NP: random vectors.\n\n"
         f"{tabulate(rows, headers='keys', tablefmt='github')}\n"
     ) + _failures(outcomes)
@@ -318,90 +260,3 @@ def rq4(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
     ax.legend(fontsize=8)
     result = {"rows": rows, "fits": results, "seconds": seconds, "failures": failures(outcomes)}
     return exp.write(out, result, rows, markdown, fig)
-
-
-def user_vector_mlp(exp, tasks, fold):
-    """Fit the MLP of RQ4 on each source of user vectors; ``{source: fit}`` (see :func:`fit_mlp`)."""
-
-    settings = dict(exp.config_dict, fold=fold)
-    pcl = TaskPipeline(
-        Config("PCL", exp.dataset, exp.files, dict(settings, tasks=tasks[:-1]), exp.cmd_args), get_model("PCL")
-    ).load_final()
-    full = TaskPipeline(
-        Config("PCL", exp.dataset, exp.files, dict(settings, tasks=tasks), exp.cmd_args), get_model("PCL")
-    )
-    target = full.tasks[-1]
-    prompted = [t["name"] for t in tasks[1:-1]]
-    device = pcl.item_embedding.weight.device
-
-    def vectors(split, source):
-        inter = getattr(target, split)._dataset.inter_feat.to(device)
-        with torch.no_grad():
-            if source == "PCL":
-                return torch.stack([pcl.user_representation(inter, name) for name in prompted]).mean(0)
-            if source == "SSP":
-                return pcl.user_representation(inter, None)
-            g = torch.Generator(device="cpu").manual_seed(exp.base["seed"] + fold)
-            return torch.randn(len(inter), pcl.hidden_size, generator=g).to(device)
-
-    out = {}
-    for source in ("PCL", "SSP", "NP"):
-        data = {
-            split: (vectors(split, source), getattr(target, split)._dataset.inter_feat)
-            for split in ("train", "valid", "test")
-        }
-        out[source] = fit_mlp(data, exp.base, target.num_classes, full.data.dataset.user_num)
-    return out
-
-
-def fit_mlp(data, config, num_classes, num_users, max_epochs=200, patience=10):
-    """One-hidden-layer MLP on [vector ‖ one-hot user id], early stopping on valid accuracy. Returns the
-    test accuracy of the best epoch, when it came (epoch, seconds) and the valid accuracy per epoch."""
-    torch.manual_seed(config["seed"])
-    vectors, inter = data["train"]
-    width = vectors.size(1)
-    device = vectors.device
-    user_field, label_field = config["USER_ID_FIELD"], config["LABEL_FIELD"]
-    users = nn.Embedding(num_users, width).to(device)  # one-hot user ids times a weight matrix
-    mlp = nn.Sequential(nn.Linear(2 * width, width), nn.ReLU(), nn.Linear(width, num_classes)).to(device)
-    optimizer = torch.optim.Adam(list(users.parameters()) + list(mlp.parameters()), lr=1e-3)
-
-    def logits(split):
-        v, x = data[split]
-        return mlp(torch.cat([v, users(x[user_field].to(device))], dim=1))
-
-    def accuracy(split):
-        with torch.no_grad():
-            return float((logits(split).argmax(1).cpu() == data[split][1][label_field]).float().mean())
-
-    best, best_state, curve, times, start = -1.0, None, [], [], time.time()
-    labels = inter[label_field].to(device)
-    generator = torch.Generator().manual_seed(config["seed"])
-    for epoch in range(max_epochs):
-        for batch in torch.randperm(len(labels), generator=generator).split(256):
-            loss = nn.functional.cross_entropy(logits("train")[batch], labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        curve.append(accuracy("valid"))
-        times.append(time.time() - start)
-        if curve[-1] > best:
-            best, best_epoch = curve[-1], epoch + 1
-            best_state = (
-                {k: v.clone() for k, v in mlp.state_dict().items()},
-                {k: v.clone() for k, v in users.state_dict().items()},
-            )
-        elif epoch + 1 - best_epoch >= patience:
-            break
-    mlp.load_state_dict(best_state[0])
-    users.load_state_dict(best_state[1])
-    return {
-        "test_accuracy": accuracy("test"),
-        "best_epoch": best_epoch,
-        "seconds_to_best": times[best_epoch - 1],
-        "curve": curve,
-        "times": times,
-    }
-
-
-EXPERIMENTS = {"rq1": rq1, "rq2": rq2, "rq3": rq3, "rq4": rq4}

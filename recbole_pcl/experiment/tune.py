@@ -28,7 +28,8 @@ import yaml
 from tabulate import tabulate
 
 from recbole_pcl.config import Config
-from recbole_pcl.experiment.research import Experiment
+from recbole_pcl.data.tasks import valid_metric
+from recbole_pcl.experiment.experiment import Experiment
 from recbole_pcl.experiment.runner import Job, failures, run_jobs
 from recbole_pcl.pipeline import TaskPipeline
 from recbole_pcl.pipeline.report import write_csv
@@ -96,13 +97,8 @@ def trial(params, model, dataset, files, config_dict, cmd_args):
     config = Config(model, dataset, files, dict(config_dict, **params), cmd_args)
     clock = StageClock(config["epochs"], tune.report)
     result = TaskPipeline(config, get_model(model), epoch_callback=clock.epoch).run()
-    metric = config["link_valid_metric"].lower()
     clock.finish(
-        {
-            index: s["valid"]["accuracy" if s["kind"] == "class" else metric]
-            for index, s in enumerate(result["stages"])
-            if index > 0
-        }
+        {index: s["valid"][valid_metric(s["kind"], config)] for index, s in enumerate(result["stages"]) if index > 0}
     )
 
 
@@ -146,7 +142,7 @@ def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_a
     from ray.tune.search import BasicVariantGenerator
 
     exp = Experiment("tune", definition, dataset, config_file_list, config_dict, cmd_args)
-    model = definition.get("model", "PCL")
+    model = exp.model
     space = search_space(
         definition.get("space"),
         check=lambda key, value: Config(model, dataset, exp.files, dict(exp.config_dict, **{key: value}), exp.cmd_args),

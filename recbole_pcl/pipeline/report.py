@@ -8,12 +8,9 @@ from logging import getLogger
 from recbole.utils import set_color
 from tabulate import tabulate
 
+from recbole_pcl.data.tasks import main_metric
 from recbole_pcl.utils.checkpoint import atomic_path, atomic_write_text
 from recbole_pcl.utils.plots import new_figure, save_figure
-
-
-def main_metric(spec, config):
-    return "accuracy" if spec.kind == "class" else config["report_metric"].lower()
 
 
 def report_rows(tasks, records, final, references, config, sequential=True):
@@ -21,7 +18,7 @@ def report_rows(tasks, records, final, references, config, sequential=True):
     stage, BWT and FWT in % (TERACON §5; continual methods only)."""
     rows = []
     for task, record in zip(tasks, records):
-        metric = main_metric(task.spec, config)
+        metric = main_metric(task.spec.kind, config)
         after, end = record["test"][metric], final[task.spec.name][metric]
         ref = references.get(task.spec.name, {}).get(metric)
         rows.append(
@@ -71,7 +68,7 @@ def write_report(run_dir, config, tasks, records, final, references, summary):
 def plot(path, config, tasks, rows, references):
     """Each task's main metric right after its stage, at the end, and learned alone."""
     names = [r["task"] for r in rows]
-    metrics = [main_metric(t.spec, config) for t in tasks]
+    metrics = [main_metric(t.spec.kind, config) for t in tasks]
     series = {"after its stage": [r["after_stage"] for r in rows], "final model": [r[m] for r, m in zip(rows, metrics)]}
     if references:
         series["alone, from scratch"] = [references.get(n, {}).get(m, 0.0) for n, m in zip(names, metrics)]

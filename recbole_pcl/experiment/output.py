@@ -1,0 +1,77 @@
+"""What a comparison writes: compare.json (everything), compare.csv (one row per method, task and
+metric), compare.md (the tables) and compare.png (each task's main metric with its interval)."""
+
+import json
+import os
+
+from recbole_pcl.experiment.tables import fold_caption, statistic, table_metrics
+from recbole_pcl.pipeline.report import write_csv
+from recbole_pcl.utils.checkpoint import atomic_write_text, describe_os_error
+from recbole_pcl.utils.errors import PCLError
+from recbole_pcl.utils.plots import new_figure, save_figure
+
+OUTPUTS = ("compare.json", "compare.csv", "compare.md", "compare.png")
+
+
+def write_comparison(out, comparison, specs):
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise PCLError(f"cannot write the comparison into {out}: {describe_os_error(e, out)}") from None
+    flat = []
+    for m in comparison["methods"]:
+        for task, metrics in m["tasks"].items():
+            for metric, stat in metrics.items():
+                diff = stat.get("minus_reference", {})
+                flat.append(
+                    {
+                        "method": m["method"],
+                        "task": task,
+                        "metric": metric,
+                        "mean": round(stat["mean"], 6),
+                        "ci95": round(stat["ci95"], 6),
+                        "minus_reference": diff.get("mean"),
+                        "minus_reference_ci95": diff.get("ci95"),
+                        "folds": " ".join(f"{v:.4f}" for v in stat["folds"]),
+                    }
+                )
+    write_csv(os.path.join(out, "compare.csv"), flat)
+    text = f"{comparison['dataset']}, {fold_caption(comparison)}: {statistic(comparison)}\n\n{comparison['table']}\n"
+    if comparison["differences"]:
+        text += f"\nPaired difference to {comparison['reference']} (per fold), mean ± 95 % interval\n\n{comparison['differences']}\n"
+    if comparison.get("transfer"):
+        text += (
+            f"\nBackward and forward transfer (%, TERACON §5; FWT against the SASRec row)\n\n{comparison['transfer']}\n"
+        )
+    if comparison["failures"]:
+        text += "\nFailed runs (their methods are left out):\n\n" + "".join(
+            f"- {k}: {e}\n" for k, e in comparison["failures"].items()
+        )
+    atomic_write_text(os.path.join(out, "compare.md"), text)
+    plot(os.path.join(out, "compare.png"), comparison, specs)
+    atomic_write_text(os.path.join(out, "compare.json"), json.dumps(comparison, indent=1))
+
+
+def plot(path, comparison, specs):
+    """One panel per task: each method's main metric with its 95 % interval."""
+    methods = comparison["methods"]
+    if not methods:
+        return
+    fig, axes = new_figure(3.2 * len(specs), 3.4, len(specs))
+    for ax, spec in zip(axes, specs):
+        metric = table_metrics(spec)[-1]
+        means = [m["tasks"][spec.name][metric]["mean"] for m in methods]
+        errors = [m["tasks"][spec.name][metric]["ci95"] for m in methods]
+        colors = [
+            "tab:red" if m["method"] == comparison["reference"] else ("tab:blue" if m["F"] == 1 else "tab:gray")
+            for m in methods
+        ]
+        ax.bar(range(len(methods)), means, yerr=errors if comparison["folds"] > 1 else None, color=colors, capsize=3)
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels([m["method"] for m in methods], rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"{spec.name} ({'HR@10' if metric == 'hit@10' else 'ACC'})", fontsize=9)
+    fig.suptitle(
+        f"{comparison['dataset']}, {fold_caption(comparison)}: {statistic(comparison)} (grey: joint methods)",
+        fontsize=9,
+    )
+    save_figure(fig, path)
