@@ -22,7 +22,7 @@ def tiny_run(task_run):
 def test_serving_predictions_and_user_vectors(tiny_run, tmp_path):
     run_recbole_pcl("PCL", "ml-100k", config_dict=tiny_run)
     predictor = load_continual_run("PCL", "ml-100k", config_dict=tiny_run)
-    users = predictor.data.dataset.id2token("user_id", predictor.data._users[:3])
+    users = predictor.data.dataset.id2token("user_id", predictor.data.users[:3])
     genre = predictor.predict("next_genre", users)
     assert genre.shape == (3, 19) and torch.allclose(genre.sum(1), torch.ones(3))
     scores = predictor.predict("next_4star", users)
@@ -36,7 +36,7 @@ def test_serving_predictions_and_user_vectors(tiny_run, tmp_path):
     path = predictor.export_user_representations(str(tmp_path / "users.csv"))
     with open(path) as f:
         rows = list(csv.reader(f))
-    assert rows[0][:2] == ["user_id", "d0"] and len(rows) == len(predictor.data._users) + 1
+    assert rows[0][:2] == ["user_id", "d0"] and len(rows) == len(predictor.data.users) + 1
     assert float(rows[1][1]) == pytest.approx(float(predictor.user_representation([rows[1][0]])[0, 0]), abs=1e-5)
     with pytest.raises(PCLError, match="unknown task 'nope'"):
         predictor.predict("nope", users)
@@ -57,7 +57,7 @@ def test_serving_refuses_missing_runs_and_bad_requests(tiny_run, monkeypatch):
     with pytest.raises(PCLError, match=r"has not finished stage 2 \(next_5star\)"):
         load_continual_run("PCL", "ml-100k", config_dict=dict(two, tasks=TASKS[:3], run_dir=run_recbole_pcl_dir(two)))
     predictor = load_continual_run("PCL", "ml-100k", config_dict=two)
-    user = predictor.data.dataset.id2token("user_id", predictor.data._users[:1])
+    user = predictor.data.dataset.id2token("user_id", predictor.data.users[:1])
     n_items = predictor.data.dataset.item_num - 1
     assert len(predictor.recommend("next_4star", user, k=n_items)[0]) == n_items  # every item, never [PAD]
     for k in (0, -1, n_items + 1, 2.5):

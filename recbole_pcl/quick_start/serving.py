@@ -22,12 +22,12 @@ class ContinualPredictor:
     @property
     def users(self):
         """Every user's token (as in the atomic files), in RecBole's id order."""
-        return list(self.data.dataset.id2token(self.data.dataset.uid_field, self.data._users))
+        return list(self.data.dataset.id2token(self.data.dataset.uid_field, self.data.users))
 
     def _users(self, users):
         ds = self.data.dataset
         if users is None:
-            return self.data._users
+            return self.data.users
         users = [str(u) for u in users]
         if not users:
             return np.zeros(0, dtype=np.int64)
@@ -57,7 +57,7 @@ class ContinualPredictor:
         of its rows are the users'. No users: one user's row, for the shape of an empty result."""
         ids = self._users(users)
         if len(ids) == 0:
-            yield self.data.latest_histories(self.data._users[:1]).to(self.device), 0
+            yield self.data.latest_histories(self.data.users[:1]).to(self.device), 0
         for i in range(0, len(ids), batch_size):
             chunk = ids[i : i + batch_size]
             yield self.data.latest_histories(chunk).to(self.device), len(chunk)
