@@ -302,3 +302,22 @@ def test_run_directory_refuses_a_stage_file_of_another_run(tmp_path):
             f.write(b"PK\x03\x04 truncated")
         with pytest.raises(PCLError, match=r"stage-01-u.pth is damaged \(truncated or not a torch file\)"):
             directory.load("stage-01-u.pth", {"settings": {"epochs": 3}})
+
+
+def test_data_files_are_hashed_once_per_process_until_they_change(tiny_run, tmp_path):
+    from recbole_pcl.pipeline.identity import file_sha256
+
+    data_path = _ml100k_copy(tmp_path)
+    settings = dict(tiny_run, data_path=data_path)
+    files = len(os.listdir(os.path.join(data_path, "mlcopy")))
+    before = file_sha256.cache_info().misses
+    first = _identity(settings, "mlcopy")
+    for _ in range(3):  # the comparison, the runner and the worker build the same identity
+        assert _identity(settings, "mlcopy").run() == first.run()
+    assert file_sha256.cache_info().misses - before == files
+    inter = os.path.join(data_path, "mlcopy", "mlcopy.inter")
+    with open(inter, "a") as f:
+        f.write("")  # same content: a new modification time is hashed again, to the same digest
+    os.utime(inter, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert _identity(settings, "mlcopy").run() == first.run()
+    assert file_sha256.cache_info().misses - before == files + 1

@@ -93,7 +93,7 @@ def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cm
     runs = {k: digest(p.identity.run()) for k, p in pipelines.items()}  # each (method, fold) run's identity
     out = os.path.join(base["checkpoint_dir"], f"{name}-{dataset}-{digest(list(runs.items()))[:8]}")
     start = time.time()
-    outcomes = run_jobs(jobs, **runner_settings(base))
+    outcomes = run_jobs(jobs, **runner_settings(base), pipelines=pipelines)
     failed = failures(outcomes)
     if len(failed) == len(jobs):
         first = next(iter(failed))

@@ -32,6 +32,7 @@ class Experiment:
         init_logger(self.base)
         self.logger = getLogger()
         self.runner = runner_settings(self.base)
+        self.pipelines = {}
 
     def job(self, key, model, **settings):
         return Job(key, model, self.dataset, self.files, dict(self.config_dict, **settings), self.cmd_args)
@@ -43,14 +44,17 @@ class Experiment:
         return raw
 
     def directory(self, jobs):
-        key = digest([[j.key, digest(j.pipeline().identity.run())] for j in jobs])
+        """The output directory of ``jobs`` (named by their identities; every job's settings are
+        checked here, before anything runs)."""
+        self.pipelines = {j.key: j.pipeline() for j in jobs}
+        key = digest([[key, digest(p.identity.run())] for key, p in self.pipelines.items()])
         return os.path.join(self.base["checkpoint_dir"], f"{self.name}-{self.dataset}-{key[:8]}")
 
     def run(self, jobs):
         """Run ``jobs``; their outcomes and the seconds it took. When every run fails, a
         :class:`PCLError` names the first failure."""
         start = time.time()
-        outcomes = run_jobs(jobs, **self.runner)
+        outcomes = run_jobs(jobs, **self.runner, pipelines=self.pipelines)
         failed = failures(outcomes)
         if jobs and len(failed) == len(jobs):
             first = next(iter(failed))

@@ -117,13 +117,14 @@ def _pretraining_jobs(jobs, pipelines):
     ]
 
 
-def run_jobs(jobs, runner="ray", address=None, cpus_per_run=1, gpus_per_run=0, show_progress=True):
+def run_jobs(jobs, runner="ray", address=None, cpus_per_run=1, gpus_per_run=0, show_progress=True, pipelines=None):
     """Execute ``jobs``; ``{job.key: outcome}`` (see :func:`execute`; finished runs have
-    ``"skipped": True``). Failures are logged; they never stop the other jobs."""
+    ``"skipped": True``). Failures are logged; they never stop the other jobs. ``pipelines``: the
+    jobs' pipelines where the caller built them already (identities only: no data is loaded)."""
     logger = getLogger()
     outcomes = {}
     todo = []
-    pipelines = {job.key: _pipeline(job) for job in jobs}  # identities only: no data is loaded
+    pipelines = {job.key: (pipelines or {}).get(job.key) or _pipeline(job) for job in jobs}
     for job in jobs:
         finished = None if pipelines[job.key] is None else pipelines[job.key].finished_results()
         if finished is not None:
