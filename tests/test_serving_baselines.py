@@ -203,3 +203,13 @@ def test_serving_several_tasks_shares_one_prefix_pass_per_batch(tiny_run, monkey
         predictor.predict(["next_4star", "nope"], users)
     with pytest.raises(PCLError, match="task 'next_genre' predicts classes, not items"):
         predictor.recommend(["next_4star", "next_genre"], users)
+
+
+def test_serving_settings_of_no_run_name_the_nearest_run(tiny_run):
+    two = dict(tiny_run, tasks=TASKS[:2], epochs=1)
+    run_recbole_pcl("PCL", "ml-100k", config_dict=two)
+    with pytest.raises(PCLError) as refused:
+        load_continual_run("PCL", "ml-100k", config_dict=dict(two, prompt_length=2))
+    message = str(refused.value)
+    assert "runs of PCL on ml-100k in" in message and "PCL-ml-100k-" in message
+    assert "differs in 1 place(s), first in setting 'prompt_length': 3 there, 2 here" in message

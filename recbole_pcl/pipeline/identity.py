@@ -182,6 +182,12 @@ def first_difference(stored, current):
     return None
 
 
+def differences(stored, current):
+    """Every ``(what, stored value, current value)`` where two identities differ, in the order of
+    :func:`first_difference`."""
+    return [(what, a, b) for what, a, b in _walk(stored, current, "") if a != b]
+
+
 def _walk(a, b, where):
     if isinstance(a, dict) and isinstance(b, dict):
         order = _TASK_FIELDS if where.startswith("task ") else _SECTIONS

@@ -26,6 +26,7 @@ from recbole_pcl.data.continual import ContinualData, task_sequence
 from recbole_pcl.model.abstract_recommender import ContinualRecommender, JointRecommender
 from recbole_pcl.pipeline.identity import (
     RunIdentity,
+    differences,
     digest,
     fingerprint_files,
     numeric_environment,
@@ -34,6 +35,7 @@ from recbole_pcl.pipeline.identity import (
 from recbole_pcl.pipeline.report import write_report
 from recbole_pcl.pipeline.run_directory import STORE, RunDirectory
 from recbole_pcl.trainer import ContinualTrainer, JointTrainer
+from recbole_pcl.utils.checkpoint import read_json
 from recbole_pcl.utils.errors import PCLError
 from recbole_pcl.utils.utils import get_model
 
@@ -174,12 +176,32 @@ class TaskPipeline:
     def load_final(self):
         """The model after the whole run (read only: nothing is written)."""
         if not os.path.isdir(self.run_dir):
-            raise PCLError(f"no run at {self.run_dir}: run this configuration first (run_recbole_pcl)")
+            raise PCLError(
+                f"no run at {self.run_dir}: run this configuration first (run_recbole_pcl); {self.other_runs()}"
+            )
         directory = RunDirectory(self.run_dir, self.store, self.identity)
         self.strategy.check_finished(directory)
         model = self.new_model()
         self.strategy.restore_all(model, directory)
         return model.eval()
+
+    def other_runs(self):
+        """What finished runs of this model and dataset exist beside this configuration's, and the
+        first setting in which the nearest one differs (the one with the fewest differences)."""
+        root, prefix = self.config["checkpoint_dir"], f"{self.config['model']}-{self.config['dataset']}-"
+        found = []
+        for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+            run_file = os.path.join(root, name, "run.json")
+            if name.startswith(prefix) and os.path.isfile(run_file):
+                found.append((name, differences(read_json(run_file, "run file"), self.identity.run())))
+        if not found:
+            return f"there is no run of {self.config['model']} on {self.config['dataset']} in {root}"
+        name, diffs = min(found, key=lambda f: len(f[1]))
+        what, there, here = diffs[0] if diffs else ("nothing", None, None)
+        return (
+            f"runs of {self.config['model']} on {self.config['dataset']} in {root}: {', '.join(n for n, _ in found)}; "
+            f"the nearest, {name}, differs in {len(diffs)} place(s), first in {what}: {there!r} there, {here!r} here"
+        )
 
     def stage_callback(self, index):
         return None if self.epoch_callback is None else (lambda epoch, score: self.epoch_callback(index, epoch, score))
