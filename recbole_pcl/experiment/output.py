@@ -4,7 +4,7 @@ metric), compare.md (the tables) and compare.png (each task's main metric with i
 import json
 import os
 
-from recbole_pcl.experiment.tables import fold_caption, statistic, table_metrics
+from recbole_pcl.experiment.tables import columns_of, comparison_markdown, fold_caption, statistic, table_metrics
 from recbole_pcl.pipeline.report import write_csv
 from recbole_pcl.utils.checkpoint import atomic_write_text, describe_os_error
 from recbole_pcl.utils.errors import PCLError
@@ -36,20 +36,16 @@ def write_comparison(out, comparison, specs):
                     }
                 )
     write_csv(os.path.join(out, "compare.csv"), flat)
-    text = f"{comparison['dataset']}, {fold_caption(comparison)}: {statistic(comparison)}\n\n{comparison['table']}\n"
-    if comparison["differences"]:
-        text += f"\nPaired difference to {comparison['reference']} (per fold), mean ± 95 % interval\n\n{comparison['differences']}\n"
-    if comparison.get("transfer"):
-        text += (
-            f"\nBackward and forward transfer (%, TERACON §5; FWT against the SASRec row)\n\n{comparison['transfer']}\n"
-        )
-    if comparison["failures"]:
-        text += "\nFailed runs (their methods are left out):\n\n" + "".join(
-            f"- {k}: {e}\n" for k, e in comparison["failures"].items()
-        )
-    atomic_write_text(os.path.join(out, "compare.md"), text)
-    plot(os.path.join(out, "compare.png"), comparison, specs)
     atomic_write_text(os.path.join(out, "compare.json"), json.dumps(comparison, indent=1))
+    write_page(out, comparison, specs)
+
+
+def write_page(out, comparison, specs=None):
+    """compare.md and compare.png of ``comparison`` (rendered from its content alone); the page's path."""
+    page = os.path.join(out, "compare.md")
+    atomic_write_text(page, comparison_markdown(comparison))
+    plot(os.path.join(out, "compare.png"), comparison, specs or columns_of(comparison))
+    return page
 
 
 def plot(path, comparison, specs):

@@ -1,5 +1,7 @@
-"""The tables of a comparison, in markdown: Table 1 of the PCL paper (mean ± 95 % interval over
-folds), the paired differences to the reference method, and backward/forward transfer."""
+"""A comparison in markdown: Table 1 of the PCL paper (mean ± 95 % interval over folds), the paired
+differences to the reference method, backward/forward transfer, and the sentences that compare
+methods, each derived from a paired 95 % interval (one that excludes 0 is "better" or "worse", one that
+includes it "level"): nothing on a results page is typed by hand."""
 
 from dataclasses import dataclass
 
@@ -100,3 +102,101 @@ def transfer_table(methods, specs):
             rows.append([m["method"], *cells])
     headers = ["method", *[f"{s.name} {k[:3]}" for s in specs[1:] for k in ("BWT%", "FWT%")]]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True) if rows else ""
+
+
+def columns_of(comparison):
+    """The tasks of a comparison file as the tables need them (a file keeps metrics, not specs)."""
+    tasks = comparison["methods"][0]["tasks"] if comparison["methods"] else {}
+    return [Column(name, "class" if "accuracy" in metrics else "link") for name, metrics in tasks.items()]
+
+
+def main_columns(comparison):
+    """``(task, metric)`` of each task's main column: HR@10 (link tasks) or accuracy (class tasks)."""
+    return [(column.name, table_metrics(column)[-1]) for column in columns_of(comparison)]
+
+
+def _difference(stat):
+    diff = stat["minus_reference"]
+    return f"{0.0 - diff['mean']:+.4f} ± {diff['ci95']:.4f}".replace("-0.0000 ", "+0.0000 ")  # reference − method
+
+
+def _side(stat):
+    """+1 when the reference is better (the paired interval of reference − method is above 0), -1 when
+    worse, 0 when the interval includes 0 (level)."""
+    diff = stat["minus_reference"]
+    if len(diff.get("folds", (0, 0))) < 2:  # files of older versions keep no paired folds
+        return 0  # one fold has no interval: no claim
+    if -diff["mean"] - diff["ci95"] > 0:
+        return 1
+    if -diff["mean"] + diff["ci95"] < 0:
+        return -1
+    return 0
+
+
+def verdicts(comparison):
+    """One sentence per compared method: on which main columns the reference is better, level or
+    worse, with the paired difference (reference − method, mean ± 95 % interval over folds)."""
+    reference, columns = comparison["reference"], main_columns(comparison)
+    lines = []
+    for m in comparison["methods"]:
+        if m["method"] == reference:
+            continue
+        sides = {-1: [], 0: [], 1: []}
+        for task, metric in columns:
+            stat = m["tasks"][task].get(metric)
+            if stat is not None and "minus_reference" in stat:
+                sides[_side(stat)].append(f"{column_name(task, metric)} {_difference(stat)}")
+        parts = [
+            f"{word} on {', '.join(cells)}"
+            for word, cells in (("better", sides[1]), ("level", sides[0]), ("worse", sides[-1]))
+            if cells
+        ]
+        lines.append(f"- {reference} vs {m['method']}: {'; '.join(parts)}.")
+    return lines
+
+
+def headline(comparison):
+    """One sentence: which methods the reference beats (better on some main column, worse on none),
+    ties (no difference), loses to (worse on some, better on none) or is mixed with."""
+    reference, columns = comparison["reference"], main_columns(comparison)
+    groups = {"beats": [], "ties with": [], "loses to": [], "is mixed against": []}
+    for m in comparison["methods"]:
+        if m["method"] == reference:
+            continue
+        sides = {_side(m["tasks"][t][k]) for t, k in columns if "minus_reference" in m["tasks"][t].get(k, {})}
+        key = (
+            "is mixed against"
+            if {1, -1} <= sides
+            else "beats"
+            if 1 in sides
+            else "loses to"
+            if -1 in sides
+            else "ties with"
+        )
+        groups[key].append(m["method"])
+    said = [f"{verb} {', '.join(names)}" for verb, names in groups.items() if names]
+    return (
+        f"On {comparison['dataset']} ({fold_caption(comparison)}, paired 95 % intervals of each task's main "
+        f"metric), {reference} {'; '.join(said) if said else 'is compared with no other method'}."
+    )
+
+
+def comparison_markdown(comparison):
+    """The page of a comparison, from its compare.json content."""
+    text = f"{comparison['dataset']}, {fold_caption(comparison)}: {statistic(comparison)}\n\n{comparison['table']}\n"
+    if comparison["methods"] and comparison["folds"] > 1:
+        text += f"\n{headline(comparison)}\n\n" + "\n".join(verdicts(comparison)) + "\n"
+    if comparison["differences"]:
+        text += (
+            f"\nPaired difference to {comparison['reference']} (per fold), mean ± 95 % interval\n\n"
+            f"{comparison['differences']}\n"
+        )
+    if comparison.get("transfer"):
+        text += f"\nBackward and forward transfer (%, TERACON §5; FWT against each task learned alone)\n\n{comparison['transfer']}\n"
+    if comparison["failures"]:
+        text += "\nFailed runs (their methods are left out):\n\n" + "".join(
+            f"- {k}: {e}\n" for k, e in comparison["failures"].items()
+        )
+    if comparison["methods"]:
+        text += f"\n![{comparison['dataset']}](compare.png)\n"
+    return text
