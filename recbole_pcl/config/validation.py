@@ -118,6 +118,13 @@ RULES = {
     "mask_scale_max": Rule("float", low=0, low_open=True),
     "sampling_scale": Rule("float", low=0, low_open=True),
     "kr_alpha": Rule("float", low=0),
+    # the continual baselines CONURE, EWC, LwF and Replay (properties/model/<name>.yaml)
+    "conure_prune_ratio": Rule("float", low=0, high=1, high_open=True),
+    "ewc_lambda": Rule("float", low=0),
+    "lwf_alpha": Rule("float", low=0),
+    "lwf_temperature": Rule("float", low=0, low_open=True),
+    "replay_size": _positive_int(),
+    "replay_weight": Rule("float", low=0),
     "fwt_reference": Rule("bool"),
     "fwt_reference_model": Rule("str", nullable=True),
     "compare_reference": Rule("str", nullable=True),

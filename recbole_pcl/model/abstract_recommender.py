@@ -61,6 +61,10 @@ class TaskRecommender(SequentialRecommender):
     def is_class(self, task):
         return task is not None and self.task_kind[task] == "class"
 
+    def task_order(self):
+        """Every task in the order it is learned: None (T1), then the downstream tasks."""
+        return [None, *self.task_kind]
+
     def backbones_kept(self):
         """#B: how many backbones the method keeps to serve every task."""
         raise NotImplementedError
@@ -140,6 +144,22 @@ class ContinualRecommender(TaskRecommender):
         for p in self.parameters():
             p.requires_grad_(id(p) in train)
 
+    def stage_fits(self, task, earlier):
+        """The fits of a stage, as a generator (after :meth:`begin_task`, before :meth:`end_task`): the
+        pipeline fits each :class:`~recbole_pcl.data.continual.TaskData` it yields (RecBole's trainer,
+        early stopping, the best epoch's weights restored) before resuming it. ``task``: the stage's
+        task; ``earlier``: the tasks learned before it (T1 first). The default fits ``task`` once.
+
+        Code before the first ``yield`` prepares the stage and code after the last one closes it: a
+        method that retains earlier tasks reads their training data here (``earlier[i].train``, never
+        their validation or test data): EWC's Fisher information, LwF's recorded outputs, Replay's
+        buffer. Yielding again asks for another fit (CONURE retrains after pruning), of ``task`` or of
+        an earlier task; the method sets :attr:`active_task` (and what trains) for each. The stage's
+        record is the last fit of ``task``. Anything computed here that a later stage needs is either
+        written by :meth:`stage_keys` or recomputed from the data as exactly, so that a resumed or
+        appended run equals an uninterrupted one."""
+        yield task
+
     def end_task(self, name):
         """Close the stage of ``name``: nothing trains until the next stage begins."""
         for p in self.parameters():
@@ -191,6 +211,36 @@ def make_head(kind, hidden_size, num_classes, dropout):
     return nn.Sequential(
         nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_size, num_classes)
     )
+
+
+def training_batches(task, batch_size, device):
+    """The training rows of ``task`` (a :class:`~recbole_pcl.data.continual.TaskData`) in their stored
+    order, in batches on ``device``: no shuffling and no random draw, so what a method computes from
+    them outside a fit (EWC's Fisher, LwF's recorded outputs) is the same however the run got there."""
+    rows = task.train._dataset.inter_feat
+    for start in range(0, len(rows), batch_size):
+        yield rows[start : start + batch_size].to(device)
+
+
+class Tensors(nn.Module):
+    """Named tensors kept as buffers (state a method keeps beside its parameters and saves with the
+    stage that writes it): ``tensors[name]``, where ``name`` may be a parameter's dotted name."""
+
+    def __init__(self, tensors=()):
+        super().__init__()
+        self.keys = {}  # name -> buffer name (buffer names cannot hold dots)
+        for name, value in dict(tensors).items():
+            self[name] = value
+
+    def __setitem__(self, name, value):
+        self.keys[name] = name.replace(".", "__")
+        self.register_buffer(self.keys[name], value)
+
+    def __getitem__(self, name):
+        return self._buffers[self.keys[name]]
+
+    def items(self):
+        return [(name, self._buffers[key]) for name, key in self.keys.items()]
 
 
 class TaskSASRec(TaskRecommender, SASRec):
@@ -280,7 +330,10 @@ class TaskSASRec(TaskRecommender, SASRec):
         return self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], task)
 
     def task_logits(self, interaction, task=None):
-        vector = self.user_representation(interaction, task)
+        return self.score(self.user_representation(interaction, task), task)
+
+    def score(self, vector, task=None):
+        """``task``'s logits from its user vector: through its head, against the item table (link)."""
         if task in self.heads:
             vector = self.heads[task](vector)
         if self.is_class(task):
@@ -296,4 +349,4 @@ class TaskSASRec(TaskRecommender, SASRec):
         targets = torch.cat([item_seq[:, 1:], torch.zeros_like(item_seq[:, :1])], dim=1)
         targets = targets.scatter(1, (item_seq_len - 1).unsqueeze(1), interaction[self.POS_ITEM_ID].unsqueeze(1))
         valid = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0) < item_seq_len.unsqueeze(1)
-        return F.cross_entropy(output[valid] @ self.item_embedding.weight.T, targets[valid])
+        return F.cross_entropy(output[valid] @ self.backbone(None).item_embedding.weight.T, targets[valid])

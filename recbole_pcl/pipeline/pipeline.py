@@ -326,11 +326,18 @@ class SequentialStrategy:
         name = TaskPipeline.task_name(index, p.specs)
         p.logger.info(set_color(f"Stage {index}: {task.spec.name} ({task.spec.kind})", "green"))
         start = time.time()
-        p.seed_stage([task.train], index)
+        p.seed_stage([t.train for t in p.tasks[: index + 1]], index)  # a stage may fit earlier tasks' data
         model.begin_task(name)
-        trainable = count_trainable(model)
         learning_rate = p.config["learning_rate"] if index == 0 else p.config["downstream_learning_rate"]
-        valid, test, history = p.fit_and_test(model, task, learning_rate)
+        trainable, history = None, []
+        for fit in model.stage_fits(task, p.tasks[:index]):  # the method's fits: its task once by default
+            if fit is task and trainable is None:
+                trainable = count_trainable(model)
+            result = p.fit_and_test(model, fit, learning_rate)
+            if fit is task:  # the stage's record: its own task's last fit (epochs: all of its fits)
+                valid, test, history = result[0], result[1], history + result[2]
+        if trainable is None:
+            raise RuntimeError(f"{type(model).__name__}.stage_fits never fitted the stage's task {task.spec.name}")
         model.end_task(name)
         return {
             "task": task.spec.name,
