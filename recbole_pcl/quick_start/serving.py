@@ -22,7 +22,7 @@ class ContinualPredictor:
     @property
     def users(self):
         """Every user's token (as in the atomic files), in RecBole's id order."""
-        return list(self.data.dataset.id2token(self.data.dataset.uid_field, self.data.users))
+        return [str(token) for token in self.data.dataset.id2token(self.data.dataset.uid_field, self.data.users)]
 
     def _users(self, users):
         ds = self.data.dataset
@@ -103,11 +103,12 @@ class ContinualPredictor:
             scores = self.model.tasks_logits(inter, list(tasks.values()))
             for name, model_task in tasks.items():
                 top = scores[model_task][:count].index_fill(1, pad, -float("inf")).topk(k, dim=1).indices
-                recommended[name] += [list(self.item_tokens(row)) for row in top.cpu().numpy()]
+                recommended[name] += [self.item_tokens(row) for row in top.cpu().numpy()]
         return recommended if several else recommended[task]
 
     def item_tokens(self, ids):
-        return self.data.dataset.id2token(self.data.dataset.iid_field, ids)
+        """The item tokens (as in the atomic files) of RecBole item ids, as plain ``str``."""
+        return [str(token) for token in self.data.dataset.id2token(self.data.dataset.iid_field, ids)]
 
     @torch.no_grad()
     def user_representation(self, users=None, task=None, batch_size=4096):
