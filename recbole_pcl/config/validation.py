@@ -108,6 +108,7 @@ RULES = {
     "missing_values": Rule("str", choices=("refuse", "drop", "fill")),
     "fold": Rule("int", low=0, nullable=True),
     "compare_folds": Rule("list", nullable=True),
+    "fold_pretraining": Rule("bool"),
     "task_weighting": Rule("str", choices=("equal", "mgda")),
     "mgda_normalization": Rule("str", choices=("l2", "loss", "loss+", "none")),
     "num_experts": _positive_int(),

@@ -129,11 +129,16 @@ class ContinualData:
         ds = self.dataset
         self.timeline = Timeline(ds.inter_feat, ds.uid_field, ds.time_field, ds.iid_field, config["label_window"])
         self.cold_items = cold_items(config, ds.item_num)
+        self.split = split_users(config, self.timeline.users[self.timeline.lengths > MIN_T1_LENGTH])
         t1_config = task_config(config, specs[0])
         source, built = build_t1(config, ds, self.timeline, self.cold_items)
+        if t1_fold(config) is not None:  # this fold's own T1: validated outside its test users, tested on them
+            built[1], built[2] = (
+                _users_rows(built[1], self.split["test"], False),
+                _users_rows(built[2], self.split["test"], True),
+            )
         t1 = TaskData(specs[0], 0, *build_dataloaders(t1_config, source, built), t1_config, summary=t1_summary(built))
         self._template = built[0]  # a built dataset: its copies carry downstream rows
-        self.split = split_users(config, self.timeline.users[self.timeline.lengths > MIN_T1_LENGTH])
         self.tasks = [t1] + [self._downstream(spec, k) for k, spec in enumerate(specs) if k > 0]
         self.logger.info("\n" + self.summary_table())
 
@@ -244,10 +249,17 @@ def check_fields(config, ds, specs):
                 )
 
 
+def t1_fold(config):
+    """The fold whose own T1 pretraining this run uses (``fold_pretraining``), or None when T1 is one
+    stage shared by every fold (or no fold is set)."""
+    return config["fold"] if config["fold"] is not None and config["fold_pretraining"] else None
+
+
 def split_users(config, users):
     """Labelled ``users`` into train/valid/test: by ``task_split``, or (``fold`` set) fold ``fold`` of
     ``n_folds`` as the test set and validation users drawn from the other folds (the valid share of
-    ``task_split``), so that over all folds every labelled user is tested exactly once."""
+    ``task_split``, drawn for each fold on its own), so that over all folds every labelled user is
+    tested exactly once and no fold validates on another's users by construction."""
     ratios = np.asarray(config["task_split"], dtype=float)
     users = users[np.random.default_rng(config["seed"]).permutation(len(users))]
     if config["fold"] is None:
@@ -255,5 +267,12 @@ def split_users(config, users):
         return dict(zip(("train", "valid", "test"), np.split(users, cuts)))
     folds = np.array_split(users, config["n_folds"])
     rest = np.concatenate([f for i, f in enumerate(folds) if i != config["fold"]])
+    rest = rest[np.random.default_rng([config["seed"], config["fold"]]).permutation(len(rest))]
     n_valid = int(round(len(rest) * ratios[1] / (ratios[0] + ratios[1])))
     return {"train": rest[n_valid:], "valid": rest[:n_valid], "test": folds[config["fold"]]}
+
+
+def _users_rows(dataset, users, inside):
+    """``dataset`` (built, RecBole's) with only the rows of ``users`` (``inside``) or of the others."""
+    rows = np.isin(dataset.inter_feat[dataset.uid_field].numpy(), users)
+    return dataset.copy(dataset.inter_feat[torch.as_tensor(rows if inside else ~rows)])

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from recbole_pcl.config.configurator import literal_value
+from recbole_pcl.data.continual import t1_fold
 
 # Settings that cannot change a stage's numbers, and why.
 IGNORED_SETTINGS = {
@@ -155,6 +156,9 @@ class RunIdentity:
         self.data = dict(data_fingerprint)
         self.pretraining = getattr(model_class, "pretraining", None)
         self.downstream = set(DOWNSTREAM_SETTINGS) | set(getattr(model_class, "downstream_settings", ()))
+        self.t1_fold = t1_fold(config)
+        if self.t1_fold is not None:  # each fold pretrains its own T1, on its own users
+            self.downstream -= {"fold", "n_folds"}
 
     def run(self):
         return {"settings": self.settings, "tasks": self.tasks, "data": self.data}

@@ -105,10 +105,18 @@ class TaskPipeline:
         model.setup(self.data)  # the method declares the tasks and takes what else it needs of the run
         return model.to(self.config["device"])
 
+    def stage_seed(self, *stage):
+        """The seed of a stage: from (seed, stage), and the fold where each fold pretrains its own
+        T1 (``fold_pretraining``; stage 0 and a joint stage, which learns T1 too)."""
+        fold = self.identity.t1_fold
+        return stage_seed(
+            self.config["seed"], *stage, *(("fold", fold) if fold is not None and stage[0] in (0, "joint") else ())
+        )
+
     def seed_stage(self, loaders, *stage):
         """Every random draw of a stage (initialisation, dropout, shuffling, negatives) starts from
-        (seed, stage), so a resumed or appended run repeats it exactly."""
-        seed = stage_seed(self.config["seed"], *stage)
+        :meth:`stage_seed`, so a resumed or appended run repeats it exactly."""
+        seed = self.stage_seed(*stage)
         init_seed(seed, self.config["reproducibility"])
         for loader in loaders:
             loader.generator.manual_seed(seed)
