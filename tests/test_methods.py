@@ -1,7 +1,9 @@
 """Each baseline's defining property, on a tiny fixture (the PCL paper's Table 1 methods)."""
 
 import copy
+import itertools
 import os
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -63,6 +65,103 @@ def test_min_norm_solver_on_random_gradients_is_optimal():
             other = rng.dirichlet(np.ones(k))
             assert np.linalg.norm(other @ g) >= best - 1e-9
     assert project_to_simplex(np.array([0.2, 0.9, -0.5])) == pytest.approx([0.15, 0.85, 0.0])
+
+
+def _solve_exactly(matrix, rhs):
+    """``matrix^-1 rhs`` over the rationals (Gauss-Jordan), or None if ``matrix`` is singular."""
+    n = len(matrix)
+    rows = [list(row) + [b] for row, b in zip(matrix, rhs)]
+    for col in range(n):
+        pivot = next((r for r in range(col, n) if rows[r][col] != 0), None)
+        if pivot is None:
+            return None
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        for r in range(n):
+            if r != col and rows[r][col] != 0:
+                factor = rows[r][col] / rows[col][col]
+                rows[r] = [x - factor * y for x, y in zip(rows[r], rows[col])]
+    return [rows[i][n] / rows[i][i] for i in range(n)]
+
+
+def _exact_min_norm(gradients):
+    """``(c*, |x*|^2, x*)`` of rational ``gradients``, exactly: the min-norm point of their hull has a
+    support of affinely independent gradients (Caratheodory), on which it solves the nonsingular KKT
+    system ``[[G_SS, 1], [1^T, 0]] [c; mu] = [0; 1]``. Supports are tried in the order of a float
+    solve's value, and one is accepted only with an exact certificate: ``c >= 0`` and
+    ``(G c)_j >= c^T G c`` for every j (the optimality conditions of the convex problem)."""
+    k = len(gradients)
+    gram = [[sum(a * b for a, b in zip(gi, gj)) for gj in gradients] for gi in gradients]
+    approx = np.array([[float(v) for v in row] for row in gram])
+
+    def float_value(support):
+        size = len(support)
+        system = np.ones((size + 1, size + 1))
+        system[:size, :size], system[size, size] = approx[np.ix_(support, support)], 0.0
+        y = np.linalg.lstsq(system, np.eye(size + 1)[size], rcond=None)[0][:size]
+        return (y.min() < -1e-6, float(y @ approx[np.ix_(support, support)] @ y), size)
+
+    supports = [s for size in range(1, k + 1) for s in itertools.combinations(range(k), size)]
+    for support in sorted(supports, key=float_value):
+        size = len(support)
+        system = [[gram[i][j] for j in support] + [Fraction(1)] for i in support] + [[Fraction(1)] * size + [0]]
+        solution = _solve_exactly(system, [Fraction(0)] * size + [Fraction(1)])
+        if solution is None or min(solution[:size]) < 0:
+            continue
+        c = [Fraction(0)] * k
+        for i, value in zip(support, solution):
+            c[i] = value
+        products = [sum(g * w for g, w in zip(row, c)) for row in gram]
+        value = sum(w * p for w, p in zip(c, products))
+        if all(p >= value for p in products):
+            return c, value, [sum(w * g[t] for w, g in zip(c, gradients)) for t in range(len(gradients[0]))]
+    raise AssertionError("no support certified")
+
+
+def _ill_conditioned(rng, k):
+    """Rational gradients of one of four hard kinds (K = k): rank-deficient (in a subspace of fewer
+    than k dimensions), nearly dependent (half of them within 1e-4..1e-8 of combinations of the
+    others), norms from 1e-3 to 1e3 apart, or fewer dimensions than tasks with a duplicate."""
+    d = int(rng.integers(2, 10))
+    g = [[Fraction(int(v)) for v in rng.integers(-9, 10, size=d)] for _ in range(k)]
+    kind = rng.integers(4)
+    if kind == 0:
+        basis = g[: int(rng.integers(1, k))]
+        g = [[sum(int(rng.integers(-3, 4)) * b[t] for b in basis) for t in range(d)] for _ in range(k)]
+    elif kind == 1:
+        half = k // 2
+        for i in range(half, k):
+            a = [Fraction(int(rng.integers(0, 4)), 3) for _ in range(half)]
+            eps = Fraction(int(rng.integers(-1, 2)), 10 ** int(rng.integers(4, 9)))
+            g[i] = [sum(a[j] * g[j][t] for j in range(half)) + eps for t in range(d)]
+    elif kind == 2:
+        g = [[v * Fraction(10) ** int(e) for v in gi] for gi, e in zip(g, rng.integers(-3, 4, size=k))]
+    else:
+        g = [gi[: max(1, k - 2)] for gi in g]
+        g[-1] = list(g[0])
+    if not any(any(gi) for gi in g):
+        g[0][0] = Fraction(1)
+    return g
+
+
+def test_min_norm_solver_matches_the_exact_min_norm_point_on_ill_conditioned_cases():
+    """Against the exact rational solution: the value and the min-norm vector ``sum_k c_k g_k`` (both
+    unique) to 1e-6, and the weights too where the Gram matrix is well-conditioned (elsewhere they may
+    not be unique)."""
+    rng = np.random.default_rng(7)
+    for case in range(150):
+        k = 3 + case % 6
+        gradients = _ill_conditioned(rng, k)
+        c_star, value_star, x_star = _exact_min_norm(gradients)
+        gram = np.array([[float(sum(a * b for a, b in zip(gi, gj))) for gj in gradients] for gi in gradients])
+        c = min_norm_weights(gram)
+        assert (c >= 0).all() and abs(c.sum() - 1) < 1e-12, case
+        x = [sum(Fraction(float(w)) * g[t] for w, g in zip(c, gradients)) for t in range(len(x_star))]
+        scale = max(sum(v * v for v in g) for g in gradients)  # the largest squared gradient norm
+        value = sum(v * v for v in x)
+        assert abs(value - value_star) <= Fraction(1, 10**6) * value_star + Fraction(1, 10**12) * scale, case
+        assert sum((a - b) ** 2 for a, b in zip(x, x_star)) <= Fraction(1, 10**12) * scale, case
+        if np.linalg.cond(gram) < 1e6:
+            assert c == pytest.approx([float(w) for w in c_star], abs=1e-6), case
 
 
 # ----- continual baselines --------------------------------------------------------------------------
