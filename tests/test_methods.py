@@ -526,3 +526,19 @@ def test_joint_validation_cadence_patience_and_best_epoch(task_run):
     for name, value in net.named_parameters():
         assert torch.equal(value, snapshots[1][name]), name
     assert not torch.equal(snapshots[1]["item_embedding.weight"], snapshots[3]["item_embedding.weight"])
+
+
+def test_sampled_ranking_scores_every_row_as_its_own_sequence(task_run):
+    """``predict`` scores each run of equal sequences once: every row still gets the score of its own
+    sequence and candidate item, also where equal sequences are not neighbours."""
+    pipeline = _joint_pipeline(task_run, "MTL")
+    net = pipeline.new_model().eval()
+    net.active_task = "next_4star"
+    batch = next(iter(pipeline.tasks[1].train))[:6]
+    order = torch.tensor([0, 0, 0, 1, 1, 2, 0, 3, 3, 4, 5, 1])  # runs, and a sequence that comes back
+    rows = batch[order]
+    rows[net.ITEM_ID] = torch.arange(1, len(order) + 1)  # a different candidate in every row
+    with torch.no_grad():
+        scores = net.predict(rows)
+        each = torch.stack([net.task_logits(rows[[i]], "next_4star")[0, i + 1] for i in range(len(order))])
+    assert torch.allclose(scores, each, atol=1e-5)
