@@ -16,6 +16,8 @@ one encoder after another. Two more savings, neither of which changes a result b
 Dropout draws the very same masks as the encoders run one after another (the same shapes in the same
 order from the same generator, drawn before the pass), so training follows the same random stream
 as RecBole's modules would, and the results are theirs up to float rounding (tests/test_methods.py).
+That holds on the CPU, where torch's dropout is this ``bernoulli_``; CUDA's fused dropout kernel
+draws its masks differently, so there the masks only have the same distribution.
 """
 
 import torch
