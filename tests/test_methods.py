@@ -1,7 +1,9 @@
 """Each baseline's defining property, on a tiny fixture (the PCL paper's Table 1 methods)."""
 
 import copy
+import itertools
 import os
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -63,6 +65,103 @@ def test_min_norm_solver_on_random_gradients_is_optimal():
             other = rng.dirichlet(np.ones(k))
             assert np.linalg.norm(other @ g) >= best - 1e-9
     assert project_to_simplex(np.array([0.2, 0.9, -0.5])) == pytest.approx([0.15, 0.85, 0.0])
+
+
+def _solve_exactly(matrix, rhs):
+    """``matrix^-1 rhs`` over the rationals (Gauss-Jordan), or None if ``matrix`` is singular."""
+    n = len(matrix)
+    rows = [list(row) + [b] for row, b in zip(matrix, rhs)]
+    for col in range(n):
+        pivot = next((r for r in range(col, n) if rows[r][col] != 0), None)
+        if pivot is None:
+            return None
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        for r in range(n):
+            if r != col and rows[r][col] != 0:
+                factor = rows[r][col] / rows[col][col]
+                rows[r] = [x - factor * y for x, y in zip(rows[r], rows[col])]
+    return [rows[i][n] / rows[i][i] for i in range(n)]
+
+
+def _exact_min_norm(gradients):
+    """``(c*, |x*|^2, x*)`` of rational ``gradients``, exactly: the min-norm point of their hull has a
+    support of affinely independent gradients (Caratheodory), on which it solves the nonsingular KKT
+    system ``[[G_SS, 1], [1^T, 0]] [c; mu] = [0; 1]``. Supports are tried in the order of a float
+    solve's value, and one is accepted only with an exact certificate: ``c >= 0`` and
+    ``(G c)_j >= c^T G c`` for every j (the optimality conditions of the convex problem)."""
+    k = len(gradients)
+    gram = [[sum(a * b for a, b in zip(gi, gj)) for gj in gradients] for gi in gradients]
+    approx = np.array([[float(v) for v in row] for row in gram])
+
+    def float_value(support):
+        size = len(support)
+        system = np.ones((size + 1, size + 1))
+        system[:size, :size], system[size, size] = approx[np.ix_(support, support)], 0.0
+        y = np.linalg.lstsq(system, np.eye(size + 1)[size], rcond=None)[0][:size]
+        return (y.min() < -1e-6, float(y @ approx[np.ix_(support, support)] @ y), size)
+
+    supports = [s for size in range(1, k + 1) for s in itertools.combinations(range(k), size)]
+    for support in sorted(supports, key=float_value):
+        size = len(support)
+        system = [[gram[i][j] for j in support] + [Fraction(1)] for i in support] + [[Fraction(1)] * size + [0]]
+        solution = _solve_exactly(system, [Fraction(0)] * size + [Fraction(1)])
+        if solution is None or min(solution[:size]) < 0:
+            continue
+        c = [Fraction(0)] * k
+        for i, value in zip(support, solution):
+            c[i] = value
+        products = [sum(g * w for g, w in zip(row, c)) for row in gram]
+        value = sum(w * p for w, p in zip(c, products))
+        if all(p >= value for p in products):
+            return c, value, [sum(w * g[t] for w, g in zip(c, gradients)) for t in range(len(gradients[0]))]
+    raise AssertionError("no support certified")
+
+
+def _ill_conditioned(rng, k):
+    """Rational gradients of one of four hard kinds (K = k): rank-deficient (in a subspace of fewer
+    than k dimensions), nearly dependent (half of them within 1e-4..1e-8 of combinations of the
+    others), norms from 1e-3 to 1e3 apart, or fewer dimensions than tasks with a duplicate."""
+    d = int(rng.integers(2, 10))
+    g = [[Fraction(int(v)) for v in rng.integers(-9, 10, size=d)] for _ in range(k)]
+    kind = rng.integers(4)
+    if kind == 0:
+        basis = g[: int(rng.integers(1, k))]
+        g = [[sum(int(rng.integers(-3, 4)) * b[t] for b in basis) for t in range(d)] for _ in range(k)]
+    elif kind == 1:
+        half = k // 2
+        for i in range(half, k):
+            a = [Fraction(int(rng.integers(0, 4)), 3) for _ in range(half)]
+            eps = Fraction(int(rng.integers(-1, 2)), 10 ** int(rng.integers(4, 9)))
+            g[i] = [sum(a[j] * g[j][t] for j in range(half)) + eps for t in range(d)]
+    elif kind == 2:
+        g = [[v * Fraction(10) ** int(e) for v in gi] for gi, e in zip(g, rng.integers(-3, 4, size=k))]
+    else:
+        g = [gi[: max(1, k - 2)] for gi in g]
+        g[-1] = list(g[0])
+    if not any(any(gi) for gi in g):
+        g[0][0] = Fraction(1)
+    return g
+
+
+def test_min_norm_solver_matches_the_exact_min_norm_point_on_ill_conditioned_cases():
+    """Against the exact rational solution: the value and the min-norm vector ``sum_k c_k g_k`` (both
+    unique) to 1e-6, and the weights too where the Gram matrix is well-conditioned (elsewhere they may
+    not be unique)."""
+    rng = np.random.default_rng(7)
+    for case in range(150):
+        k = 3 + case % 6
+        gradients = _ill_conditioned(rng, k)
+        c_star, value_star, x_star = _exact_min_norm(gradients)
+        gram = np.array([[float(sum(a * b for a, b in zip(gi, gj))) for gj in gradients] for gi in gradients])
+        c = min_norm_weights(gram)
+        assert (c >= 0).all() and abs(c.sum() - 1) < 1e-12, case
+        x = [sum(Fraction(float(w)) * g[t] for w, g in zip(c, gradients)) for t in range(len(x_star))]
+        scale = max(sum(v * v for v in g) for g in gradients)  # the largest squared gradient norm
+        value = sum(v * v for v in x)
+        assert abs(value - value_star) <= Fraction(1, 10**6) * value_star + Fraction(1, 10**12) * scale, case
+        assert sum((a - b) ** 2 for a, b in zip(x, x_star)) <= Fraction(1, 10**12) * scale, case
+        if np.linalg.cond(gram) < 1e6:
+            assert c == pytest.approx([float(w) for w in c_star], abs=1e-6), case
 
 
 # ----- continual baselines --------------------------------------------------------------------------
@@ -225,6 +324,225 @@ def test_mgda_step_is_the_weighted_losses_step():
         assert torch.allclose(p, q, atol=1e-7), name
     assert model["unused"].weight.grad is None
     assert not torch.equal(model["shared"].weight, initial["shared"].weight)  # the step did move
+
+
+def test_mgda_gram_of_shared_gradients():
+    """The Gram matrix MGDA weighs comes from the shared parameters only, counts a shared parameter
+    that a task's loss does not reach as zero, and is rebuilt from each step's gradients (its buffer
+    is reused)."""
+    from recbole_pcl.trainer import JointTrainer
+
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict(
+        {"shared": torch.nn.Linear(4, 3), "only_a": torch.nn.Linear(3, 3), "head": torch.nn.Linear(3, 1)}
+    )
+    model.shared_parameters = lambda: [*model["shared"].parameters(), *model["only_a"].parameters()]
+    trainer = object.__new__(JointTrainer)
+    trainer.model, trainer._shared, trainer._flat = model, None, None
+    for _ in range(2):
+        x = torch.randn(5, 4)
+        h = torch.tanh(model["shared"](x))
+        losses = {"a": model["head"](model["only_a"](h)).pow(2).mean(), "b": model["head"](h).abs().mean()}
+        gradients = trainer.task_gradients(losses)
+        assert gradients["b"][2] is None  # b does not reach only_a
+        expected = torch.stack(
+            [
+                torch.cat(
+                    [
+                        (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                        for g, p in zip(grads[:4], model.parameters())
+                    ]
+                )
+                for grads in gradients.values()
+            ]
+        ).double()
+        assert torch.allclose(trainer.shared_gram(gradients), expected @ expected.T, rtol=1e-12, atol=0)
+
+
+# ----- joint methods: the batched encoder pass and the MGDA step --------------------------------------
+def _sequential_encoders(encoders, hidden, attention_mask, hidden_act, last=None):
+    """RecBole's encoders run one after another, whole (how MTL and MMoE encoded before the batched pass)."""
+    outputs = torch.stack([e(hidden, attention_mask, output_all_encoded_layers=True)[-1] for e in encoders])
+    return outputs if last is None else outputs[:, torch.arange(len(last)), last]
+
+
+def _joint_pipeline(task_run, model, **settings):
+    from recbole_pcl.config import Config
+    from recbole_pcl.pipeline import TaskPipeline
+    from recbole_pcl.utils import get_model
+
+    config = dict(task_run, n_layers=2, n_heads=2, **settings)  # two layers: the last-position path differs
+    return TaskPipeline(Config(model, "ml-100k", config_dict=config), get_model(model))
+
+
+@pytest.mark.parametrize("model", ["MTL", "MMoE"])
+def test_batched_encoder_pass_equals_recbole_encoders_one_after_another(task_run, model):
+    """Same outputs (all positions, or the last item's only) from the same weights, with the same
+    dropout masks in training: the random stream advances exactly as RecBole's modules advance it."""
+    from recbole.model.layers import TransformerEncoder
+
+    from recbole_pcl.model.joint_sasrec import encode_stacked
+
+    pipeline = _joint_pipeline(task_run, model)
+    net = pipeline.new_model()
+    item_seq = next(iter(pipeline.tasks[1].train))[net.ITEM_SEQ]
+    lengths = torch.randint(1, item_seq.size(1) + 1, (len(item_seq),), generator=torch.Generator().manual_seed(0))
+    item_seq = item_seq.masked_fill(torch.arange(item_seq.size(1)) >= lengths.unsqueeze(1), 0)  # padded rows
+    last = lengths - 1
+    hidden = torch.randn(*item_seq.shape, net.hidden_size)
+    mask = net.get_attention_mask(item_seq)
+    outputs = {}
+    for mode in ("train", "eval"):
+        getattr(net, mode)()
+        for positions in (None, last):
+            torch.manual_seed(1)
+            batched = encode_stacked(net.encoders(), hidden, mask, net.hidden_act, positions)
+            after_batched = torch.rand(4)
+            torch.manual_seed(1)
+            reference = _sequential_encoders(net.encoders(), hidden, mask, net.hidden_act, positions)
+            after_reference = torch.rand(4)
+            assert batched.shape == reference.shape
+            assert torch.allclose(batched, reference, atol=1e-5), (mode, positions is None)
+            assert torch.equal(after_batched, after_reference), mode
+            outputs[mode, positions is None] = batched
+    assert not torch.allclose(outputs["train", True], outputs["eval", True])  # dropout was on in training
+    for task in (None, "next_4star"):  # a user vector (last item only) is the full encoding's last state
+        everywhere = net.gather_indexes(net.encode(item_seq, lengths, task), last)
+        assert torch.allclose(net.forward(item_seq, lengths, task), everywhere, atol=1e-5), task
+    # the parameters stay RecBole's modules: a stored model's keys load as before
+    encoders = ["trm_encoder"] if model == "MTL" else [f"experts.{e}" for e in range(3)]
+    recbole_keys = TransformerEncoder(n_layers=2, n_heads=2, hidden_size=16, inner_size=32).state_dict()
+    assert {f"{e}.{k}" for e in encoders for k in recbole_keys} <= set(net.state_dict())
+    pipeline.new_model().load_state_dict(net.state_dict())
+
+
+def _reference_task_weights(self, losses, gradients=None):
+    """MGDA's weights as computed before: the shared gradients flattened and concatenated per task,
+    normalised, then their Gram matrix."""
+    if self.weighting != "mgda":
+        return {task: 1.0 for task in losses}
+    params = [p for p in self.model.parameters() if p.requires_grad]
+    shared = {id(p) for p in self.model.shared_parameters()}
+    flat = torch.stack(
+        [
+            torch.cat(
+                [
+                    (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                    for g, p in zip(grads, params)
+                    if id(p) in shared
+                ]
+            )
+            for grads in gradients.values()
+        ]
+    ).double()
+    norms = flat.norm(dim=1).clamp(min=1e-12)
+    values = torch.stack([loss.detach().double() for loss in losses.values()]).clamp(min=1e-12)
+    flat = flat / (values * norms).unsqueeze(1)  # mgda_normalization: loss+
+    return dict(zip(losses, min_norm_weights((flat @ flat.T).numpy()).tolist()))
+
+
+def _reference_step_from(self, gradients, weights):
+    params = [p for p in self.model.parameters() if p.requires_grad]
+    for i, p in enumerate(params):
+        parts = [weights[task] * grads[i] for task, grads in gradients.items() if grads[i] is not None]
+        p.grad = torch.stack(parts).sum(0) if parts else None
+    self.apply_gradients()
+
+
+@pytest.mark.parametrize("model", ["MTLPlus", "MMoE", "MMoEPlus"])
+def test_joint_training_is_unchanged_by_the_faster_pass(task_run, model, monkeypatch):
+    """An epoch of joint training (several steps) gives the same losses, MGDA weights and parameters
+    as RecBole's encoders run one after another with MGDA's gradients flattened and stacked the plain
+    way: the batched pass, the Gram matrix from one float64 buffer and the unstacked step are speed only."""
+    from recbole_pcl.model import joint_sasrec
+    from recbole_pcl.trainer import JointTrainer
+
+    pipeline = _joint_pipeline(task_run, model)
+    task_weights = JointTrainer.task_weights
+
+    def train():
+        net = pipeline.new_model()
+        pipeline.seed_stage([t.train for t in pipeline.tasks], "joint")
+        trainer = JointTrainer(pipeline.tasks[0].config, net, pipeline.tasks, evaluate_valid=None)
+        weights = []
+        trainer.task_weights = lambda losses, gradients=None: (
+            weights.append(type(trainer).task_weights(trainer, losses, gradients)) or weights[-1]
+        )
+        loss = trainer._train_epoch(pipeline.tasks[0].train, 0)
+        return loss, weights, {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+    loss, weights, state = train()
+    monkeypatch.setattr(joint_sasrec, "encode_stacked", _sequential_encoders)
+    monkeypatch.setattr(JointTrainer, "task_weights", _reference_task_weights)
+    monkeypatch.setattr(JointTrainer, "step_from", _reference_step_from)
+    reference_loss, reference_weights, reference_state = train()
+    monkeypatch.setattr(JointTrainer, "task_weights", task_weights)
+
+    assert len(weights) == len(reference_weights) >= 3
+    assert loss == pytest.approx(reference_loss, rel=1e-5)
+    for w, r in zip(weights, reference_weights):
+        assert list(w.values()) == pytest.approx(list(r.values()), abs=1e-5)
+    if model.endswith("Plus"):
+        assert len({tuple(round(v, 4) for v in w.values()) for w in weights}) > 1  # MGDA weights move
+    initial = pipeline.new_model().state_dict()
+    for key, value in state.items():
+        assert torch.allclose(value, reference_state[key], atol=1e-5), key
+    assert not torch.equal(state["item_embedding.weight"], initial["item_embedding.weight"])  # it trained
+
+
+def test_joint_validation_cadence_patience_and_best_epoch(task_run):
+    """``eval_step: 2``: every task is validated after epochs 2, 4, 6 ... only; patience counts
+    validations (``stopping_step: 1``: the second validation without gain stops); the callback gets
+    the epoch; the weights restored are those of the best validated epoch."""
+    from recbole_pcl.trainer import JointTrainer
+
+    pipeline = _joint_pipeline(task_run, "MTL", epochs=12, eval_step=2, stopping_step=1)
+    net = pipeline.new_model()
+    for p in net.parameters():
+        p.requires_grad_(True)
+    scores = iter([0.1, 0.3, 0.2, 0.25, 0.9, 0.9])  # best at the 2nd validation (epoch 4), stop at the 4th
+    snapshots, called, validated = [], [], []
+
+    def evaluate_valid(task):
+        if task.index == 0:
+            snapshots.append({k: v.detach().clone() for k, v in net.named_parameters()})
+            validated.append(next(scores))
+        return {task.config["valid_metric"].lower(): validated[-1]}
+
+    trainer = JointTrainer(
+        pipeline.tasks[0].config,
+        net,
+        pipeline.tasks,
+        evaluate_valid,
+        lambda epoch, score: called.append((epoch, round(score, 6))),
+    )
+    trained = []
+    train_epoch = trainer._train_epoch
+    trainer._train_epoch = lambda data, epoch, **kw: trained.append(epoch) or train_epoch(data, epoch, **kw)
+    trainer.fit(pipeline.tasks[0].train, pipeline.tasks[0].valid, saved=True)
+    assert trained == list(range(8))  # stopped after the 4th validation, not at epochs=12
+    assert called == [(2, 0.1), (4, 0.3), (6, 0.2), (8, 0.25)]
+    assert trainer.history == pytest.approx([0.1, 0.3, 0.2, 0.25])
+    trainer.restore_best()
+    for name, value in net.named_parameters():
+        assert torch.equal(value, snapshots[1][name]), name
+    assert not torch.equal(snapshots[1]["item_embedding.weight"], snapshots[3]["item_embedding.weight"])
+
+
+def test_sampled_ranking_scores_every_row_as_its_own_sequence(task_run):
+    """``predict`` scores each run of equal sequences once: every row still gets the score of its own
+    sequence and candidate item, also where equal sequences are not neighbours."""
+    pipeline = _joint_pipeline(task_run, "MTL")
+    net = pipeline.new_model().eval()
+    net.active_task = "next_4star"
+    batch = next(iter(pipeline.tasks[1].train))[:6]
+    order = torch.tensor([0, 0, 0, 1, 1, 2, 0, 3, 3, 4, 5, 1])  # runs, and a sequence that comes back
+    rows = batch[order]
+    rows[net.ITEM_ID] = torch.arange(1, len(order) + 1)  # a different candidate in every row
+    with torch.no_grad():
+        scores = net.predict(rows)
+        each = torch.stack([net.task_logits(rows[[i]], "next_4star")[0, i + 1] for i in range(len(order))])
+    assert torch.allclose(scores, each, atol=1e-5)
 
 
 def test_mmoe_each_task_is_mixed_by_its_own_gate(tiny):

@@ -113,9 +113,10 @@ class TaskRecommender(SequentialRecommender):
         task = self.active_task
         if self.is_class(task):
             return self.task_logits(interaction, task).argmax(-1).float()  # class id, read by Accuracy
-        # sampled ranking repeats each user's row for every candidate: score each sequence once
+        # sampled ranking repeats each user's row for every candidate, one after another: score each
+        # run of equal sequences once (comparing neighbours, not sorting the rows as torch.unique does)
         item_seq = interaction[self.ITEM_SEQ]
-        unique_seq, inverse = torch.unique(item_seq, dim=0, return_inverse=True)
+        unique_seq, inverse = torch.unique_consecutive(item_seq, dim=0, return_inverse=True)
         first = torch.empty(len(unique_seq), dtype=torch.long, device=item_seq.device)
         first.scatter_(0, inverse, torch.arange(len(item_seq), device=item_seq.device))
         logits = self.task_logits(interaction[first], task)

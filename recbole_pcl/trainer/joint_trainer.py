@@ -22,8 +22,10 @@ class JointTrainer(ContinualTrainer):
     with MGDA's weights (``task_weighting: mgda``), computed at every step from the gradients of each
     task's loss on the shared parameters (normalised by ``mgda_normalization``); the step then sums
     those same per-task gradients with the weights instead of back-propagating the weighted loss
-    again (one backward pass per task, not one more). Early stopping follows
-    the mean over tasks of each task's validation metric (``evaluate_valid(task)``).
+    again (one backward pass per task, not one more). Every task is validated after every
+    ``eval_step`` epochs (RecBole's ``fit``); early stopping follows the mean over tasks of each task's
+    validation metric (``evaluate_valid(task)``), with a patience of ``stopping_step`` validations,
+    and the best validated epoch's parameters are kept (:meth:`restore_best`).
     """
 
     def __init__(self, config, model, tasks, evaluate_valid, epoch_callback=None):
@@ -31,6 +33,8 @@ class JointTrainer(ContinualTrainer):
         self.tasks, self.evaluate_valid = tasks, evaluate_valid
         self.weighting, self.normalization = config["task_weighting"], config["mgda_normalization"]
         self.last_weights = None  # the task weights of the latest step, {task: weight}
+        self._shared, self._flat = None, None  # MGDA: where each shared gradient goes in a float64 buffer
+        self.epoch = 0  # epochs trained so far
 
     def task_gradients(self, losses):
         """``{task: gradients}``: each task's gradient on every trainable parameter (None where its loss
@@ -46,38 +50,55 @@ class JointTrainer(ContinualTrainer):
     def task_weights(self, losses, gradients=None):
         if self.weighting != "mgda":
             return {task: 1.0 for task in losses}
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        shared = {id(p) for p in self.model.shared_parameters()}
-        flat = [
-            torch.cat(
-                [
-                    (g if g is not None else torch.zeros_like(p)).reshape(-1)
-                    for g, p in zip(grads, params)
-                    if id(p) in shared
-                ]
-            )
-            for grads in gradients.values()
-        ]
-        grads = torch.stack(flat).double()
-        norms = grads.norm(dim=1).clamp(min=1e-12)
+        gram = self.shared_gram(gradients)
+        norms = gram.diagonal().sqrt().clamp(min=1e-12)
         values = torch.stack([loss.detach().double() for loss in losses.values()]).clamp(min=1e-12)
         scale = {"l2": norms, "loss": values, "loss+": values * norms, "none": torch.ones_like(norms)}[
             self.normalization
         ]
-        grads = grads / scale.unsqueeze(1)
-        weights = min_norm_weights((grads @ grads.T).cpu().numpy())
+        # the Gram matrix of the normalised gradients g_k / scale_k, without dividing the gradients
+        weights = min_norm_weights((gram / torch.outer(scale, scale)).cpu().numpy())
         return dict(zip(losses, weights.tolist()))
+
+    def shared_gram(self, gradients):
+        """``[K, K]`` (float64): the inner products of the tasks' gradients on the shared parameters.
+        Each gradient is copied once, into a float64 buffer kept across steps (a parameter no loss
+        of a task reaches counts as zero for that task), and the Gram matrix is one product."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self._shared is None:
+            shared = {id(p) for p in self.model.shared_parameters()}
+            offsets, start = [], 0
+            for i, p in enumerate(params):
+                if id(p) in shared:
+                    offsets.append((i, start, start + p.numel()))
+                    start += p.numel()
+            self._shared = offsets, start
+        offsets, size = self._shared
+        if self._flat is None or self._flat.shape != (len(gradients), size):
+            self._flat = torch.empty(len(gradients), size, dtype=torch.float64, device=params[0].device)
+        for row, grads in zip(self._flat, gradients.values()):
+            for i, start, end in offsets:
+                part = row[start:end]
+                if grads[i] is None:
+                    part.zero_()
+                else:
+                    part.view_as(grads[i]).copy_(grads[i])
+        return self._flat @ self._flat.T
 
     def step_from(self, gradients, weights):
         """The optimiser step along ``sum_k weights[k] * gradients[k]`` (what ``backward`` of the
-        weighted loss would give)."""
+        weighted loss would give), summed into each parameter's ``grad`` without stacking."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         for i, p in enumerate(params):
-            parts = [weights[task] * grads[i] for task, grads in gradients.items() if grads[i] is not None]
-            p.grad = torch.stack(parts).sum(0) if parts else None
+            grad = None
+            for task, grads in gradients.items():
+                if grads[i] is not None:
+                    grad = grads[i] * weights[task] if grad is None else grad.add_(grads[i] * weights[task])
+            p.grad = grad
         self.apply_gradients()
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.epoch = epoch_idx + 1  # the validation that may follow reports this epoch
         self.model.train()
         self.model.start_epoch(len(train_data))
         names = [None] + [t.spec.name for t in self.tasks[1:]]
@@ -111,5 +132,5 @@ class JointTrainer(ContinualTrainer):
         score = float(np.mean([results[t.spec.name][t.config["valid_metric"].lower()] for t in self.tasks]))
         self.history.append(score)
         if self.epoch_callback is not None:
-            self.epoch_callback(len(self.history), score)
+            self.epoch_callback(self.epoch, score)
         return score, {f"{task}/{k}": v for task, result in results.items() for k, v in result.items()}
