@@ -39,15 +39,36 @@ def test_folds_test_every_labelled_user_exactly_once(tiny):
     assert sorted(tested) == sorted(labelled)  # each labelled user in exactly one test fold
 
 
-def test_t1_pretraining_is_one_stage_for_every_fold_and_method(tiny):
-    stage0 = {}
+@pytest.mark.parametrize("per_fold", [True, False])
+def test_t1_pretraining_is_one_stage_per_fold_shared_by_the_methods(tiny, per_fold):
+    """With ``fold_pretraining`` each fold pretrains its own T1 (its own seed and users), shared by every
+    method that starts from it; without, one stage serves every fold."""
+    stage0, seeds = {}, {}
     for model in ("PCL", "FineAll", "SASRecPerTask", "SinMo", "TERACON", "MTL"):
         for fold in (0, 1):
-            pipeline = TaskPipeline(Config(model, "ml-100k", config_dict=dict(tiny, fold=fold)), get_model(model))
+            config = Config(model, "ml-100k", config_dict=dict(tiny, fold=fold, fold_pretraining=per_fold))
+            pipeline = TaskPipeline(config, get_model(model))
             stage0[model, fold] = digest(pipeline.identity.stage(0))
-    shared = {stage0[m, f] for m in ("PCL", "FineAll", "SASRecPerTask", "SinMo") for f in (0, 1)}
-    assert len(shared) == 1  # the plain SASRec pretraining
-    assert stage0["TERACON", 0] == stage0["TERACON", 1] and stage0["TERACON", 0] not in shared  # its own masked T1
+            seeds[model, fold] = pipeline.stage_seed(0)
+    for fold in (0, 1):
+        shared = {stage0[m, fold] for m in ("PCL", "FineAll", "SASRecPerTask", "SinMo")}
+        assert len(shared) == 1  # the plain SASRec pretraining
+        assert stage0["TERACON", fold] not in shared  # its own masked T1
+    assert (stage0["PCL", 0] != stage0["PCL", 1]) == per_fold
+    assert (seeds["PCL", 0] != seeds["PCL", 1]) == per_fold
+    assert (stage0["TERACON", 0] != stage0["TERACON", 1]) == per_fold
+
+
+def test_each_fold_scores_t1_on_its_test_users_and_validates_on_its_own_users(tiny):
+    data = [ContinualData(Config("PCL", "ml-100k", config_dict=dict(tiny, fold=f))) for f in range(3)]
+    for d in data:
+        t1_test = set(d.tasks[0].test._dataset.inter_feat["user_id"].numpy())
+        t1_valid = set(d.tasks[0].valid._dataset.inter_feat["user_id"].numpy())
+        assert t1_test == set(d.split["test"].tolist())  # next_click is this fold's test users' T1 targets
+        assert not t1_valid & t1_test and t1_valid  # validated on users outside the test fold
+    # the folds' validation users are drawn for each fold: not the same users again and again
+    valid = [set(d.split["valid"].tolist()) for d in data]
+    assert len(valid[0] & valid[1]) < len(valid[0]) / 2 and len(valid[1] & valid[2]) < len(valid[1]) / 2
 
 
 def test_comparison_intervals_differences_and_reuse(tiny, tmp_path):
