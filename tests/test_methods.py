@@ -563,3 +563,33 @@ def test_mmoe_each_task_is_mixed_by_its_own_gate(tiny):
             for task in tasks:
                 assert torch.allclose(after[task], before[task]) == (task != changed), (gate, task)
             before = after
+
+
+@pytest.mark.parametrize("stopping, validations", [("any", 9), ("mean", 4)])
+def test_joint_training_stops_only_when_no_task_improves(tiny, monkeypatch, stopping, validations):
+    """Scripted validation metrics: the mean is best at epoch 1 and never again, while T1 keeps
+    improving until epoch 6. With ``any`` training goes on while T1 improves and stops once the
+    patience of 2 validations runs out after it (9 validations); with ``mean`` it stops 3 validations
+    after epoch 1. Each task's validation curve is recorded."""
+    from recbole_pcl.pipeline.pipeline import TaskPipeline
+
+    curves = {
+        "next_click": [0.50, 0.51, 0.52, 0.53, 0.54, 0.55, 0.55, 0.55, 0.55, 0.55],
+        "next_4star": [0.50, 0.48, 0.47, 0.46, 0.45, 0.44, 0.44, 0.44, 0.44, 0.44],
+    }
+    served = {name: 0 for name in curves}
+    evaluate = TaskPipeline.evaluate
+
+    def scripted(self, model, task, phase="test"):
+        result = evaluate(self, model, task, phase)
+        if phase == "valid":
+            name, metric = task.spec.name, task.config["valid_metric"].lower()
+            result[metric] = curves[name][min(served[name], len(curves[name]) - 1)]
+            served[name] += 1
+        return result
+
+    monkeypatch.setattr(TaskPipeline, "evaluate", scripted)
+    settings = dict(tiny, tasks=TASKS[:2], epochs=10, stopping_step=2, joint_stopping=stopping)
+    result = run_recbole_pcl("MTL", "ml-100k", config_dict=settings)
+    recorded = {r["task"]: r["valid_history"] for r in result["stages"]}
+    assert recorded == {name: curve[:validations] for name, curve in curves.items()}

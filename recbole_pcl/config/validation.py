@@ -110,6 +110,7 @@ RULES = {
     "compare_folds": Rule("list", nullable=True),
     "fold_pretraining": Rule("bool"),
     "task_weighting": Rule("str", choices=("equal", "mgda")),
+    "joint_stopping": Rule("str", choices=("any", "mean")),
     "mgda_normalization": Rule("str", choices=("l2", "loss", "loss+", "none")),
     "num_experts": _positive_int(),
     "runner": Rule("str", choices=("ray", "serial")),

@@ -133,7 +133,7 @@ class TaskPipeline:
                 if finished is None:
                     model = self.new_model()
                     records = self.strategy.fit(model, directory)
-                    final = {t.spec.name: self.evaluate(model, t) for t in self.tasks}
+                    final = self.strategy.final(model, records)
                     references = self.references() if self.reports_fwt() else {}
                     return write_report(
                         self.run_dir, self.config, self.tasks, records, final, references, self.summary(model)
@@ -315,6 +315,10 @@ class SequentialStrategy:
         directory.save(self.stage_file(index), self.pipeline.identity.stage(index), model.stage_state(name), record)
         return record
 
+    def final(self, model, records):
+        """Every task's test metrics with the model after the last stage."""
+        return {t.spec.name: self.pipeline.evaluate(model, t) for t in self.pipeline.tasks}
+
     def check_finished(self, directory):
         for index, spec in enumerate(self.pipeline.specs):
             if not os.path.isfile(directory.file(self.stage_file(index))):
@@ -355,6 +359,7 @@ class SequentialStrategy:
             "valid_history": history,
             "trainable_params": trainable,
             "seconds": round(time.time() - start, 2),
+            "seed": p.stage_seed(index),
             "environment": numeric_environment(p.config["device"]),
         }
 
@@ -397,15 +402,20 @@ class JointStrategy:
                 "kind": t.spec.kind,
                 "test": p.evaluate(model, t),
                 "valid": p.evaluate(model, t, "valid"),
-                "valid_history": trainer.history,
+                "valid_history": trainer.task_history[t.spec.name],  # this task's curve (best epoch: best mean)
                 "trainable_params": trainable,
                 "seconds": seconds,
+                "seed": p.stage_seed("joint"),
                 "environment": environment,
             }
             for t in p.tasks
         ]
         directory.save(self.FILE, p.identity.joint(), model.state_dict(), records)
         return records
+
+    def final(self, model, records):
+        """Every task's test metrics: the one stage's record holds them (the same model)."""
+        return {r["task"]: r["test"] for r in records}
 
     def check_finished(self, directory):
         if not self.is_finished(directory):

@@ -23,9 +23,13 @@ class JointTrainer(ContinualTrainer):
     task's loss on the shared parameters (normalised by ``mgda_normalization``); the step then sums
     those same per-task gradients with the weights instead of back-propagating the weighted loss
     again (one backward pass per task, not one more). Every task is validated after every
-    ``eval_step`` epochs (RecBole's ``fit``); early stopping follows the mean over tasks of each task's
-    validation metric (``evaluate_valid(task)``), with a patience of ``stopping_step`` validations,
-    and the best validated epoch's parameters are kept (:meth:`restore_best`).
+    ``eval_step`` epochs (RecBole's ``fit``). The best epoch is the one with the best mean over tasks
+    of each task's validation metric (``evaluate_valid(task)``); its parameters are kept
+    (:meth:`restore_best`). Stopping follows ``joint_stopping``: ``mean`` stops after ``stopping_step``
+    validations without a better mean; ``any`` (the default) only once no task has improved its own
+    best for ``stopping_step`` validations, so that one task still learning (T1 learned from scratch
+    beside the others) is not cut short by a mean that others hold flat. Each task's validation curve
+    is kept in :attr:`task_history`.
     """
 
     def __init__(self, config, model, tasks, evaluate_valid, epoch_callback=None):
@@ -35,6 +39,8 @@ class JointTrainer(ContinualTrainer):
         self.last_weights = None  # the task weights of the latest step, {task: weight}
         self._shared, self._flat = None, None  # MGDA: where each shared gradient goes in a float64 buffer
         self.epoch = 0  # epochs trained so far
+        self.stopping = config["joint_stopping"]
+        self.task_history = {t.spec.name: [] for t in tasks}  # each task's validation metric per validation
 
     def task_gradients(self, losses):
         """``{task: gradients}``: each task's gradient on every trainable parameter (None where its loss
@@ -129,7 +135,17 @@ class JointTrainer(ContinualTrainer):
 
     def _valid_epoch(self, valid_data, show_progress=False):
         results = {t.spec.name: self.evaluate_valid(t) for t in self.tasks}
-        score = float(np.mean([results[t.spec.name][t.config["valid_metric"].lower()] for t in self.tasks]))
+        improved = False
+        for t in self.tasks:
+            curve = self.task_history[t.spec.name]
+            value = float(results[t.spec.name][t.config["valid_metric"].lower()])
+            improved |= not curve or value > max(curve)
+            curve.append(value)
+        score = float(np.mean([curve[-1] for curve in self.task_history.values()]))
+        if self.stopping == "any" and improved and self.history and score < max(self.history):
+            # RecBole's fit counts this validation as one without progress (cur_step + 1) because the
+            # mean did not improve; a task did, so the patience starts over
+            self.cur_step = -1
         self.history.append(score)
         if self.epoch_callback is not None:
             self.epoch_callback(self.epoch, score)
