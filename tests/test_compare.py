@@ -205,3 +205,43 @@ def test_comparisons_run_apart_merge_into_the_comparison_of_every_method(task_ru
     assert merge.main([paths[0], str(tmp_path / "changed.json.missing"), f"--out={tmp_path / 'bad'}"]) == 2
     assert "changed.json.missing cannot be read" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()  # a refused merge writes nothing
+
+
+def test_every_method_is_tuned_with_the_same_budget_on_validation_users(tiny, tmp_path):
+    """``tune_trials: 2``: each method runs its defaults and one drawn trial on each fold; each fold keeps
+    the trial with the best validation score (the mean validation metric of the final model), which
+    the comparison reports with its settings; a method with nothing to tune runs once."""
+    settings = dict(tiny, tasks=TASKS[:2], tune_trials=2, epochs=1)
+    small = {"prompt_length": {"choice": [2, 3]}, "context_lambda": {"loguniform": [0.1, 1.0]}}  # t <= n = 10
+    pcl = {"label": "PCL", "model": "PCL", "tune_space": small}
+    result = run_comparison([pcl, "FineAll", "TaskPrior"], "ml-100k", config_dict=settings)
+    tuning = result["tuning"]
+    assert tuning["trials"] == 2
+    for label in ("PCL", "FineAll"):
+        method = tuning["methods"][label]
+        assert len(method["trials"]) == 2 and method["trials"][0] == {} and method["trials"][1]  # defaults, drawn
+        space = small if label == "PCL" else Config(label, "ml-100k", config_dict=settings)["tune_space"]
+        assert set(method["trials"][1]) == set(space)
+        for fold in ("0", "1"):
+            scores = method["scores"][fold]
+            assert method["chosen"][fold] == int(np.argmax(scores))
+            run = result["runs"][f"{label}/fold-{fold}"]
+            assert run["settings"] == method["trials"][method["chosen"][fold]]
+            assert {"identity", "stage0_seed", "seconds", "valid_history", "environment"} <= set(run)
+    assert tuning["methods"]["TaskPrior"]["trials"] == [{}]  # nothing to tune: its defaults, once
+    # the reported fold values are the chosen trial's test metrics
+    pcl = next(m for m in result["methods"] if m["method"] == "PCL")
+    for fold in (0, 1):
+        run_dir = TaskPipeline(
+            Config(
+                "PCL",
+                "ml-100k",
+                config_dict=dict(settings, fold=fold, **result["runs"][f"PCL/fold-{fold}"]["settings"]),
+            ),
+            get_model("PCL"),
+        ).run_dir
+        with open(os.path.join(run_dir, "results.json")) as f:
+            assert json.load(f)["final"]["next_4star"]["hit@10"] == pcl["tasks"]["next_4star"]["hit@10"]["folds"][fold]
+    page = open(os.path.join(result["directory"], "compare.md")).read()
+    assert "Tuning: 2 trials per method and fold" in page
+    assert sum(line.startswith("| PCL ") and " of 2 " in line for line in page.splitlines()) == 3  # one per fold

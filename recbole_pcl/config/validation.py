@@ -109,6 +109,7 @@ RULES = {
     "fold": Rule("int", low=0, nullable=True),
     "compare_folds": Rule("list", nullable=True),
     "fold_pretraining": Rule("bool"),
+    "tune_trials": Rule("int", low=0),
     "task_weighting": Rule("str", choices=("equal", "mgda")),
     "joint_stopping": Rule("str", choices=("any", "mean")),
     "mgda_normalization": Rule("str", choices=("l2", "loss", "loss+", "none")),

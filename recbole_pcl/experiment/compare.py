@@ -17,11 +17,13 @@ import time
 from dataclasses import dataclass, field
 from logging import getLogger
 
+import numpy as np
 from recbole.utils import init_logger, set_color
 
 from recbole_pcl.config import Config
 from recbole_pcl.experiment.output import write_comparison
 from recbole_pcl.experiment.runner import Job, failures, run_jobs, runner_settings
+from recbole_pcl.experiment.search import check_space, sample
 from recbole_pcl.experiment.statistics import interval, paired_differences
 from recbole_pcl.experiment.tables import differences_table, table, transfer_table
 from recbole_pcl.pipeline.identity import digest
@@ -61,10 +63,13 @@ def _model_label(model):
 def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cmd_args=None, name="compare"):
     """Run every method of ``methods`` (model names or :class:`Method` specs) on every fold of
     ``dataset``; returns the comparison dict and writes compare.json/.csv/.md/.png into
-    ``<checkpoint_dir>/<name>-<dataset>-<hash>/``. Every method's model and settings are checked
-    before anything trains (a :class:`PCLError` names the method). A failed (method, fold) run is
-    reported in ``failures`` and its method left out of the table; the other runs' results are kept.
-    When every run fails, a :class:`PCLError` names the first failure."""
+    ``<checkpoint_dir>/<name>-<dataset>-<hash>/``. Every method's model and settings (and search
+    space) are checked before anything trains (a :class:`PCLError` names the method). With
+    ``tune_trials`` > 0 each method gets that many trials per fold (:func:`tuning_trials`) and each
+    fold keeps the trial with the best validation score (:func:`selection_score`): chosen on the
+    fold's validation users, never on its test users. A failed (method, fold) run is reported in
+    ``failures`` and its method left out of the table; the other runs' results are kept. When every
+    run fails, a :class:`PCLError` names the first failure."""
     methods = list({m.label: m for m in map(Method.parse, methods)}.values())
     if any(str(a).startswith("--fold=") for a in cmd_args or []) or "fold" in (config_dict or {}):
         raise PCLError("a comparison runs every fold itself: do not set 'fold' (set n_folds)")
@@ -72,34 +77,47 @@ def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cm
     init_logger(base)
     logger = getLogger()
     folds = compared_folds(base)
+    files, args = list(config_file_list or []), list(cmd_args or [])
+    trials = {m.label: tuning_trials(m, dataset, files, dict(config_dict or {}), args) for m in methods}
     jobs = [
         Job(
-            f"{m.label}/fold-{f}",
+            trial_key(m.label, f, i, len(trials[m.label])),
             m.model,
             dataset,
-            list(config_file_list or []),
-            dict(config_dict or {}, **m.settings, fold=f),
-            list(cmd_args or []),
+            files,
+            dict(config_dict or {}, **m.settings, **settings, fold=f),
+            args,
         )
         for f in folds
         for m in methods
+        for i, settings in enumerate(trials[m.label])
     ]
     pipelines = {}
     for job in jobs:  # every model and setting is checked before anything trains
         try:
             pipelines[job.key] = job.pipeline()
         except PCLError as e:
-            raise PCLError(f"method '{job.key.rsplit('/', 1)[0]}': {e}") from None
-    runs = {k: digest(p.identity.run()) for k, p in pipelines.items()}  # each (method, fold) run's identity
-    out = os.path.join(base["checkpoint_dir"], f"{name}-{dataset}-{digest(list(runs.items()))[:8]}")
+            raise PCLError(f"method '{job.key.split('/')[0]}': {e}") from None
+    identities = {k: digest(p.identity.run()) for k, p in pipelines.items()}
+    out = os.path.join(base["checkpoint_dir"], f"{name}-{dataset}-{digest(list(identities.items()))[:8]}")
     start = time.time()
     outcomes = run_jobs(jobs, **runner_settings(base), pipelines=pipelines)
     failed = failures(outcomes)
     if len(failed) == len(jobs):
         first = next(iter(failed))
         raise PCLError(f"every run of the comparison failed; the first, {first}: {failed[first]}")
-    complete = [m for m in methods if all(outcomes[f"{m.label}/fold-{f}"]["ok"] for f in folds)]
-    results = {(m.label, f): outcomes[f"{m.label}/fold-{f}"]["result"] for m in complete for f in folds}
+    chosen, scores = {}, {}
+    for m in methods:
+        for f in folds:
+            keys = [trial_key(m.label, f, i, len(trials[m.label])) for i in range(len(trials[m.label]))]
+            scores[m.label, f] = [selection_score(outcomes[k]["result"]) if outcomes[k]["ok"] else None for k in keys]
+            done = [i for i, s in enumerate(scores[m.label, f]) if s is not None]
+            chosen[m.label, f] = max(done, key=lambda i: (scores[m.label, f][i], -i)) if done else 0
+    pick = {
+        (m.label, f): trial_key(m.label, f, chosen[m.label, f], len(trials[m.label])) for m in methods for f in folds
+    }
+    complete = [m for m in methods if all(outcomes[pick[m.label, f]]["ok"] for f in folds)]
+    results = {(m.label, f): outcomes[pick[m.label, f]]["result"] for m in complete for f in folds}
     specs = next(iter(pipelines.values())).specs
     comparison = (
         summarise(complete, folds, specs, results, base["compare_reference"])
@@ -114,12 +132,82 @@ def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cm
         seconds=round(time.time() - start, 1),
         directory=out,
         failures=failed,
-        runs=runs,
+        runs={
+            f"{label}/fold-{f}": run_record(identities[key], outcomes[key], trials[label][chosen[label, f]])
+            for (label, f), key in pick.items()
+        },
+        tuning=tuning_summary(base, methods, folds, trials, chosen, scores),
         shared=shared_identity(pipelines.values()),
     )
     write_comparison(out, comparison, specs)
     logger.info(set_color("Comparison", "yellow") + f" ({out}):\n{comparison['table']}")
     return comparison
+
+
+def trial_key(label, fold, trial, trials):
+    """A run's key: ``label/fold-f`` (untuned), or ``label/fold-f/trial-i``."""
+    return f"{label}/fold-{fold}" if trials == 1 else f"{label}/fold-{fold}/trial-{trial}"
+
+
+def tuning_trials(method, dataset, files, config_dict, cmd_args):
+    """The settings of ``method``'s trials: ``tune_trials`` of them (all methods get the same budget),
+    the first its defaults, the others drawn from the ``tune_space`` its yaml declares with a generator
+    seeded by (``seed``, the method's label), so every fold tries the same settings and a rerun the
+    same. One trial (its defaults) when ``tune_trials`` is 0 or the method declares no space."""
+    config = Config(method.model, dataset, files, dict(config_dict, **method.settings), cmd_args)
+    space, budget = config["tune_space"], config["tune_trials"]
+    if not budget or not space:
+        return [{}]
+    check_space(
+        space,
+        f"tune_space of {method.label}",
+        lambda key, value: Config(
+            method.model, dataset, files, dict(config_dict, **method.settings, **{key: value}), cmd_args
+        ),
+    )
+    rng = np.random.default_rng([config["seed"], int(digest(method.label)[:8], 16)])
+    return [{}] + [sample(space, rng) for _ in range(budget - 1)]
+
+
+def selection_score(result):
+    """What a trial is chosen by: the run's ``valid_score``, the mean over every task of its validation
+    metric (NDCG@10 or accuracy) on the fold's validation users, with the run's final model."""
+    return result["summary"]["valid_score"]
+
+
+def run_record(identity, outcome, settings):
+    """What compare.json keeps of a (method, fold) run: its identity, the settings its trial chose,
+    and from its result its stage-0 seed, seconds, validation curves and where it was computed."""
+    record = {"identity": identity, "settings": settings}
+    if outcome.get("ok"):
+        stages = outcome["result"]["stages"]
+        record.update(
+            stage0_seed=stages[0].get("seed"),
+            seconds=round(
+                sum(s["seconds"] for s in stages)
+                / (len(stages) if outcome["result"]["summary"]["strategy"] == "joint" else 1),
+                2,
+            ),
+            valid_history={s["task"]: s.get("valid_history", []) for s in stages},
+            environment=stages[0].get("environment"),
+        )
+    return record
+
+
+def tuning_summary(base, methods, folds, trials, chosen, scores):
+    """The tuning of each method: its search space, trials, and per fold the chosen trial and every
+    trial's validation score (None: failed)."""
+    return {
+        "trials": base["tune_trials"],
+        "methods": {
+            m.label: {
+                "trials": trials[m.label],
+                "chosen": {str(f): chosen[m.label, f] for f in folds},
+                "scores": {str(f): scores[m.label, f] for f in folds},
+            }
+            for m in methods
+        },
+    }
 
 
 def shared_identity(pipelines):

@@ -30,7 +30,7 @@ def merge_comparisons(paths, out):
     holding anything but an earlier merge. Paired differences are recomputed against the reference
     method (PCL)."""
     out = _merge_target(paths, out)
-    first, columns, methods, runs, failed, seconds = None, None, {}, {}, {}, 0.0
+    first, columns, methods, runs, failed, seconds, tuned = None, None, {}, {}, {}, 0.0, {}
     source = {}  # where each method and each run was first found
     for path in paths:
         comparison = _read_comparison(path)
@@ -43,8 +43,8 @@ def merge_comparisons(paths, out):
         labels = {row["method"] for row in comparison["methods"]}
         if methods and not labels & set(methods):
             _check_shared(path, comparison, first)
-        for key, identity in comparison.get("runs", {}).items():
-            if runs.setdefault(key, identity) != identity:
+        for key, run in comparison.get("runs", {}).items():
+            if _identity(runs.setdefault(key, run)) != _identity(run):
                 raise PCLError(f"{path}: run {key} has another identity than in {source[key]} (other settings or data)")
             source.setdefault(key, path)
         for row in comparison["methods"]:
@@ -61,6 +61,12 @@ def merge_comparisons(paths, out):
                 methods[label], source[label] = row, path
         failed.update(comparison.get("failures", {}))
         seconds += comparison.get("seconds", 0.0)
+        budget = (comparison.get("tuning") or {}).get("trials", 0)
+        if budget != (first[1].get("tuning") or {}).get("trials", 0):
+            raise PCLError(
+                f"{path} tuned with {budget} trials per method, {first[0]} with another budget: they do not merge"
+            )
+        tuned.update((comparison.get("tuning") or {}).get("methods", {}))
     failed = {
         k: e for k, e in failed.items() if k.rsplit("/", 1)[0] not in methods
     }  # a run failed in one, done in another
@@ -81,11 +87,20 @@ def merge_comparisons(paths, out):
         directory=out,
         failures=failed,
         runs=runs,
+        tuning={
+            "trials": (data.get("tuning") or {}).get("trials", 0),
+            "methods": {k: v for k, v in tuned.items() if k in methods},
+        },
         shared=data.get("shared"),
         merged_from=list(paths),
     )
     write_comparison(out, merged, specs)
     return merged
+
+
+def _identity(run):
+    """A run's identity digest in compare.json (older files keep the digest alone)."""
+    return run["identity"] if isinstance(run, dict) else run
 
 
 def _merge_target(paths, out):

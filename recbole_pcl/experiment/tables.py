@@ -181,6 +181,35 @@ def headline(comparison):
     )
 
 
+def tuning_table(comparison):
+    """Per method and fold, the trial its tuning chose, its settings and validation score ("" when
+    the comparison did not tune)."""
+    tuning = comparison.get("tuning") or {}
+    if not tuning.get("trials"):
+        return ""
+    rows = []
+    for label, method in tuning["methods"].items():
+        for fold, index in method["chosen"].items():
+            settings = method["trials"][index]
+            score = method["scores"][fold][index]
+            described = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items())
+            rows.append(
+                [
+                    label,
+                    fold,
+                    f"{index + 1} of {len(method['trials'])}",
+                    described or "defaults",
+                    "-" if score is None else f"{score:.4f}",
+                ]
+            )
+    return tabulate(
+        rows,
+        headers=["method", "fold", "chosen trial", "settings", "valid score"],
+        tablefmt="github",
+        disable_numparse=True,
+    )
+
+
 def comparison_markdown(comparison):
     """The page of a comparison, from its compare.json content."""
     text = f"{comparison['dataset']}, {fold_caption(comparison)}: {statistic(comparison)}\n\n{comparison['table']}\n"
@@ -193,6 +222,13 @@ def comparison_markdown(comparison):
         )
     if comparison.get("transfer"):
         text += f"\nBackward and forward transfer (%, TERACON §5; FWT against each task learned alone)\n\n{comparison['transfer']}\n"
+    if tuning_table(comparison):
+        text += (
+            f"\nTuning: {comparison['tuning']['trials']} trials per method and fold (the first on the method's "
+            f"defaults, the others drawn from its tune_space); each fold keeps the trial with the best mean "
+            f"validation metric over the tasks, measured on the fold's validation users (never its test users)\n\n"
+            f"{tuning_table(comparison)}\n"
+        )
     if comparison["failures"]:
         text += "\nFailed runs (their methods are left out):\n\n" + "".join(
             f"- {k}: {e}\n" for k, e in comparison["failures"].items()

@@ -31,6 +31,7 @@ from recbole_pcl.config import Config
 from recbole_pcl.data.tasks import valid_metric
 from recbole_pcl.experiment.experiment import Experiment
 from recbole_pcl.experiment.runner import Job, failures, run_jobs
+from recbole_pcl.experiment.search import check_space
 from recbole_pcl.pipeline import TaskPipeline
 from recbole_pcl.pipeline.report import write_csv
 from recbole_pcl.utils import get_model
@@ -38,56 +39,20 @@ from recbole_pcl.utils.checkpoint import atomic_write_text
 from recbole_pcl.utils.errors import PCLError
 from recbole_pcl.utils.plots import new_figure, save_figure
 
-DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "grid_search")
-
 
 def search_space(space, check=None):
     """Ray Tune domains from the yaml mapping ``{setting: {distribution: arguments}}``, checked when
-    loaded (before any pretraining): a known distribution with well-formed arguments (a non-empty
-    list of values; ``[low, high]`` with low < high, low > 0 for ``loguniform``), and, with ``check``
-    (``check(setting, value)`` raising :class:`PCLError`), every value or end of a range accepted as
-    that setting."""
+    loaded, before any pretraining (:func:`~recbole_pcl.experiment.search.check_space`)."""
     from ray import tune
 
     if not space:
         raise PCLError("tune: the definition has no 'space'")
+    check_space(space, "tune space", check)
     domains = {}
     for key, spec in space.items():
-        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-            raise PCLError(
-                f"tune space: '{key}' must be one of {', '.join(f'{{{d}: ...}}' for d in DISTRIBUTIONS)}, got {spec!r}"
-            )
         kind, args = next(iter(spec.items()))
-        values = _checked_arguments(key, kind, args)
-        for value in values if check else ():
-            try:
-                check(key, value)
-            except PCLError as e:
-                raise PCLError(f"tune space: '{key}': {value!r} is refused: {e}") from None
         domains[key] = getattr(tune, kind)(args) if kind in ("choice", "grid_search") else getattr(tune, kind)(*args)
     return domains
-
-
-def _checked_arguments(key, kind, args):
-    """The values of a distribution to check as settings: every choice, or both ends of a range."""
-    if kind in ("choice", "grid_search"):
-        if not isinstance(args, list) or not args:
-            raise PCLError(f"tune space: '{key}': {kind} needs a non-empty list of values, got {args!r}")
-        return args
-    numbers = (
-        isinstance(args, list)
-        and len(args) == 2
-        and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
-    )
-    if not numbers or not args[0] < args[1]:
-        raise PCLError(f"tune space: '{key}': {kind} needs [low, high] with low < high, got {args!r}")
-    if kind == "loguniform" and args[0] <= 0:
-        raise PCLError(f"tune space: '{key}': loguniform needs low > 0, got {args!r}")
-    if kind == "randint":
-        if not all(isinstance(a, int) for a in args):
-            raise PCLError(f"tune space: '{key}': randint needs integers [low, high), got {args!r}")
-        return [args[0], args[1] - 1]  # its upper end is excluded
-    return args
 
 
 def trial(params, model, dataset, files, config_dict, cmd_args):

@@ -49,6 +49,8 @@ IGNORED_SETTINGS = {
     "fwt_reference": "report only: the references are identified on their own",
     "fwt_reference_model": "report only: the references are identified on their own",
     "compare_reference": "which row a comparison's differences are to",
+    "tune_trials": "which runs a comparison schedules (each trial's settings are its own)",
+    "tune_space": "which runs a comparison schedules (each trial's settings are its own)",
     "runner": "how runs are scheduled",
     "compare_folds": "which runs a comparison schedules (each run has its own fold)",
     "ray_address": "how runs are scheduled",

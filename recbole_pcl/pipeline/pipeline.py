@@ -20,9 +20,11 @@ import os
 import time
 from logging import getLogger
 
+import numpy as np
 from recbole.utils import init_seed, set_color
 
 from recbole_pcl.data.continual import ContinualData, task_sequence
+from recbole_pcl.data.tasks import valid_metric
 from recbole_pcl.model.abstract_recommender import ContinualRecommender, JointRecommender
 from recbole_pcl.pipeline.identity import (
     RunIdentity,
@@ -134,10 +136,12 @@ class TaskPipeline:
                     model = self.new_model()
                     records = self.strategy.fit(model, directory)
                     final = self.strategy.final(model, records)
+                    valid = self.strategy.final(model, records, "valid")
+                    score = np.mean([valid[t.spec.name][valid_metric(t.spec.kind, self.config)] for t in self.tasks])
+                    # valid_score: what a comparison's tuning chooses trials by (never test users)
+                    summary = dict(self.summary(model), final_valid=valid, valid_score=float(score))
                     references = self.references() if self.reports_fwt() else {}
-                    return write_report(
-                        self.run_dir, self.config, self.tasks, records, final, references, self.summary(model)
-                    )
+                    return write_report(self.run_dir, self.config, self.tasks, records, final, references, summary)
         self.logger.info(set_color("Finished before", "green") + f": {self.run_dir}")
         return finished
 
@@ -315,9 +319,9 @@ class SequentialStrategy:
         directory.save(self.stage_file(index), self.pipeline.identity.stage(index), model.stage_state(name), record)
         return record
 
-    def final(self, model, records):
-        """Every task's test metrics with the model after the last stage."""
-        return {t.spec.name: self.pipeline.evaluate(model, t) for t in self.pipeline.tasks}
+    def final(self, model, records, phase="test"):
+        """Every task's ``phase`` metrics with the model after the last stage."""
+        return {t.spec.name: self.pipeline.evaluate(model, t, phase) for t in self.pipeline.tasks}
 
     def check_finished(self, directory):
         for index, spec in enumerate(self.pipeline.specs):
@@ -413,9 +417,9 @@ class JointStrategy:
         directory.save(self.FILE, p.identity.joint(), model.state_dict(), records)
         return records
 
-    def final(self, model, records):
-        """Every task's test metrics: the one stage's record holds them (the same model)."""
-        return {r["task"]: r["test"] for r in records}
+    def final(self, model, records, phase="test"):
+        """Every task's ``phase`` metrics: the one stage's record holds them (the same model)."""
+        return {r["task"]: r[phase] for r in records}
 
     def check_finished(self, directory):
         if not self.is_finished(directory):
