@@ -243,5 +243,6 @@ def test_every_method_is_tuned_with_the_same_budget_on_validation_users(tiny, tm
         with open(os.path.join(run_dir, "results.json")) as f:
             assert json.load(f)["final"]["next_4star"]["hit@10"] == pcl["tasks"]["next_4star"]["hit@10"]["folds"][fold]
     page = open(os.path.join(result["directory"], "compare.md")).read()
-    assert "Tuning: 2 trials per method and fold" in page
+    assert "Tuning: 2 trials per method and fold" in page and "[PCL](curves-PCL.png)" in page
+    assert os.path.getsize(os.path.join(result["directory"], "curves-FineAll.png")) > 0  # one figure per method
     assert sum(line.startswith("| PCL ") and " of 2 " in line for line in page.splitlines()) == 3  # one per fold

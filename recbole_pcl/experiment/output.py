@@ -4,7 +4,15 @@ metric), compare.md (the tables) and compare.png (each task's main metric with i
 import json
 import os
 
-from recbole_pcl.experiment.tables import columns_of, comparison_markdown, fold_caption, statistic, table_metrics
+from recbole_pcl.experiment.tables import (
+    columns_of,
+    comparison_markdown,
+    curves_file,
+    fold_caption,
+    statistic,
+    table_metrics,
+    validation_curves,
+)
 from recbole_pcl.pipeline.report import write_csv
 from recbole_pcl.utils.checkpoint import atomic_write_text, describe_os_error
 from recbole_pcl.utils.errors import PCLError
@@ -45,7 +53,23 @@ def write_page(out, comparison, specs=None):
     page = os.path.join(out, "compare.md")
     atomic_write_text(page, comparison_markdown(comparison))
     plot(os.path.join(out, "compare.png"), comparison, specs or columns_of(comparison))
+    for label, curves in validation_curves(comparison).items():
+        plot_curves(os.path.join(out, curves_file(label)), label, curves)
     return page
+
+
+def plot_curves(path, label, curves):
+    """One panel per task: the validation metric after each validation, one line per fold."""
+    tasks = list(next(iter(curves.values())))
+    fig, axes = new_figure(3.0 * len(tasks), 2.8, len(tasks))
+    for ax, task in zip(axes, tasks):
+        for fold, history in curves.items():
+            ax.plot(range(1, len(history[task]) + 1), history[task], marker=".", label=f"fold {fold}")
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("validation", fontsize=8)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{label}: validation metric per validation (each stage's own, continual methods)", fontsize=9)
+    save_figure(fig, path, dpi=90)
 
 
 def plot(path, comparison, specs):

@@ -181,6 +181,21 @@ def headline(comparison):
     )
 
 
+def validation_curves(comparison):
+    """``{method: {fold: {task: curve}}}`` of the reported (chosen) runs that recorded their curves."""
+    curves = {}
+    for key, run in (comparison.get("runs") or {}).items():
+        label, fold = key.rsplit("/fold-", 1)
+        if isinstance(run, dict) and run.get("valid_history") and label in {m["method"] for m in comparison["methods"]}:
+            curves.setdefault(label, {})[fold] = run["valid_history"]
+    return curves
+
+
+def curves_file(label):
+    """The file of a method's validation curves, beside the page."""
+    return "curves-" + "".join(c if c.isalnum() else "_" for c in label) + ".png"
+
+
 def tuning_table(comparison):
     """Per method and fold, the trial its tuning chose, its settings and validation score ("" when
     the comparison did not tune)."""
@@ -235,4 +250,11 @@ def comparison_markdown(comparison):
         )
     if comparison["methods"]:
         text += f"\n![{comparison['dataset']}](compare.png)\n"
+    curves = validation_curves(comparison)
+    if curves:
+        text += (
+            "\nValidation curves of every reported run: "
+            + ", ".join(f"[{label}]({curves_file(label)})" for label in curves)
+            + "\n"
+        )
     return text
