@@ -484,3 +484,35 @@ def test_attribute_tasks_and_cold_item_tuning_keep_the_full_pass(tiny_pcl):
     assert 0 < cold < pcl.n_items - 1
     # what trains: the t prompt rows and the cold items' embeddings, not the warm rows
     assert pcl.count_trainable() == 3 * 16 + cold * 16
+
+
+@pytest.mark.parametrize("mode", ["uni100", "full"])
+def test_evaluation_batches_are_drawn_once_and_replayed_with_the_same_results(tiny_pcl, monkeypatch, mode):
+    from recbole.data.dataloader import general_dataloader
+
+    from recbole_pcl.pipeline import TaskPipeline
+    from recbole_pcl.utils import get_model
+
+    drawn = []
+    for loader in (general_dataloader.NegSampleEvalDataLoader, general_dataloader.FullSortEvalDataLoader):
+        monkeypatch.setattr(
+            loader, "collate_fn", lambda self, index, c=loader.collate_fn: drawn.append(1) or c(self, index)
+        )
+    results = {}
+    for gib in (0.0, 1.0):
+        config = Config(
+            "PCL", "ml-100k", config_dict=dict(tiny_pcl, tasks=TASKS[:2], task_eval_mode=mode, eval_cache_gib=gib)
+        )
+        pipeline = TaskPipeline(config, get_model("PCL"))
+        model = pipeline.new_model().eval()
+        counts = []
+        for _ in range(3):
+            before = len(drawn)
+            result = [pipeline.evaluate(model, task, phase) for task in pipeline.tasks for phase in ("valid", "test")]
+            counts.append(len(drawn) - before)
+        results[gib] = result
+        if gib:
+            assert counts[0] > 0 and counts[1] == counts[2] == 0  # drawn once, then replayed
+        else:
+            assert counts[0] == counts[1] == counts[2] > 0  # drawn every time
+    assert results[0.0] == results[1.0]  # the same batches: the same metrics

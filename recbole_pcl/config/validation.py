@@ -110,6 +110,7 @@ RULES = {
     "compare_folds": Rule("list", nullable=True),
     "fold_pretraining": Rule("bool"),
     "tune_trials": Rule("int", low=0),
+    "eval_cache_gib": Rule("float", low=0),
     "task_weighting": Rule("str", choices=("equal", "mgda")),
     "joint_stopping": Rule("str", choices=("any", "mean")),
     "mgda_normalization": Rule("str", choices=("l2", "loss", "loss+", "none")),

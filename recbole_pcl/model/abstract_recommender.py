@@ -21,6 +21,7 @@ from recbole.model.sequential_recommender.sasrec import SASRec
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_pcl.model.prefix_cache import distinct_rows
 from recbole_pcl.utils.errors import PCLError
 
 
@@ -113,12 +114,9 @@ class TaskRecommender(SequentialRecommender):
         task = self.active_task
         if self.is_class(task):
             return self.task_logits(interaction, task).argmax(-1).float()  # class id, read by Accuracy
-        # sampled ranking repeats each user's row for every candidate, one after another: score each
-        # run of equal sequences once (comparing neighbours, not sorting the rows as torch.unique does)
-        item_seq = interaction[self.ITEM_SEQ]
-        unique_seq, inverse = torch.unique_consecutive(item_seq, dim=0, return_inverse=True)
-        first = torch.empty(len(unique_seq), dtype=torch.long, device=item_seq.device)
-        first.scatter_(0, inverse, torch.arange(len(item_seq), device=item_seq.device))
+        # sampled ranking repeats each user's row for every candidate (RecBole tiles the batch): score
+        # each distinct sequence once
+        first, inverse = distinct_rows(interaction[self.ITEM_SEQ])
         logits = self.task_logits(interaction[first], task)
         return logits[inverse, interaction[self.ITEM_ID]]
 

@@ -15,6 +15,29 @@ def _signed(x):
     return x - 2**64 if x >= 2**63 else x
 
 
+def sequence_hash(seqs):
+    """A 64-bit hash of each row of ``seqs`` ``[B, n]``: a polynomial in its item ids (int64 arithmetic
+    wraps, so it is the polynomial modulo 2^64). Equal rows hash equal; a collision is rare and every
+    user of it checks the rows themselves."""
+    n = seqs.size(1)
+    powers = torch.tensor([_signed(pow(_BASE, i, 2**64)) for i in range(n)], dtype=torch.long)
+    return (seqs * powers.to(seqs.device)).sum(1)
+
+
+def distinct_rows(seqs):
+    """``(first, inverse)``: the index of one row of each distinct sequence in ``seqs``, and each row's
+    distinct sequence, found by sorting the rows' hashes (not the rows). Sampled ranking repeats every
+    user's row for each candidate (RecBole tiles the batch), so a batch holds few distinct rows."""
+    keys, inverse = torch.unique(sequence_hash(seqs), return_inverse=True)
+    first = torch.empty(len(keys), dtype=torch.long, device=seqs.device)
+    first.scatter_(0, inverse, torch.arange(len(seqs), device=seqs.device))
+    if not torch.equal(seqs[first][inverse], seqs):  # a hash collision: group by the rows themselves
+        _, inverse = torch.unique(seqs, dim=0, return_inverse=True)
+        first = torch.empty(int(inverse.max()) + 1, dtype=torch.long, device=seqs.device)
+        first.scatter_(0, inverse, torch.arange(len(seqs), device=seqs.device))
+    return first, inverse
+
+
 class PrefixCache:
     """``compute(sequences)``'s output for every row seen, up to ``max_bytes`` of storage; rows that
     do not fit are computed again each time. Not a module: nothing of it is saved or moved by ``.to``
@@ -30,9 +53,7 @@ class PrefixCache:
         self.sorted_keys = self.order = None  # the index: keys[:size] sorted, and their slots
 
     def hash(self, seqs):
-        n = seqs.size(1)
-        powers = torch.tensor([_signed(pow(_BASE, i, 2**64)) for i in range(n)], dtype=torch.long)
-        return (seqs * powers.to(seqs.device)).sum(1)  # int64 arithmetic wraps: the hash modulo 2^64
+        return sequence_hash(seqs)
 
     def find(self, seqs, keys):
         """``(hit, slot)``: which rows are stored, and where."""

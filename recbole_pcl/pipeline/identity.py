@@ -49,6 +49,7 @@ IGNORED_SETTINGS = {
     "fwt_reference": "report only: the references are identified on their own",
     "fwt_reference_model": "report only: the references are identified on their own",
     "compare_reference": "which row a comparison's differences are to",
+    "eval_cache_gib": "memory: evaluation batches kept, the same as drawn again",
     "tune_trials": "which runs a comparison schedules (each trial's settings are its own)",
     "tune_space": "which runs a comparison schedules (each trial's settings are its own)",
     "runner": "how runs are scheduled",

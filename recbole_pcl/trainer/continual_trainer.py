@@ -140,6 +140,42 @@ class ContinualTrainer(Trainer):
         state = np.random.get_state()
         np.random.seed(self.config["seed"])
         try:
-            return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+            data = replayed(eval_data, self.config["eval_cache_gib"]) if eval_data else eval_data
+            return super().evaluate(data, load_best_model=False, show_progress=show_progress)
         finally:
             np.random.set_state(state)
+
+
+class ReplayedBatches:
+    """An evaluation loader that hands out the batches it recorded the first time (see :func:`replayed`)."""
+
+    def __iter__(self):
+        return iter(self._recbole_pcl_batches)
+
+
+def replayed(loader, max_gib):
+    """``loader`` that replays its batches from memory after their first pass, up to ``max_gib`` GiB.
+    An evaluation draws the same sampled negatives every time (the evaluation is seeded), so drawing
+    and collating them again (two thirds of a validation on ml-100k) gives nothing new. The recording
+    lives on the loader; a loader whose batches do not fit is iterated as it is."""
+    batches = getattr(loader, "_recbole_pcl_batches", ())
+    if batches is None:
+        return loader
+    if not batches:
+        limit, size, batches = max_gib * 2**30, 0, []
+        for batch in loader:
+            size += sum(t.numel() * t.element_size() for t in _tensors(batch))
+            batches.append(batch)
+        loader._recbole_pcl_batches = batches if size <= limit else None
+    copy = object.__new__(type(f"Replayed{type(loader).__name__}", (ReplayedBatches, type(loader)), {}))
+    copy.__dict__.update(loader.__dict__)
+    copy._recbole_pcl_batches = batches
+    return copy
+
+
+def _tensors(batch):
+    for part in batch if isinstance(batch, tuple) else (batch,):
+        if isinstance(part, torch.Tensor):
+            yield part
+        elif part is not None and hasattr(part, "interaction"):
+            yield from part.interaction.values()
