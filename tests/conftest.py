@@ -11,6 +11,20 @@ SHARED = REPO.parent / "shared"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(REPO))
 
+# A one-layer 16-wide SASRec with short sequences and t = 3 prompts, quiet: what every tiny run uses.
+TINY_MODEL = {
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "hidden_size": 16,
+    "inner_size": 32,
+    "n_layers": 1,
+    "n_heads": 1,
+    "context_heads": 1,
+    "prompt_length": 3,
+    "show_progress": False,
+    "state": "WARNING",
+    "use_gpu": False,
+}
+
 # A small ml-100k slice: the 213 users with 20-30 ratings, tiny SASRec, 2 epochs.
 TINY = {
     "user_inter_num_interval": "[20,30]",
@@ -49,19 +63,10 @@ def task_run(tmp_path):
     """A tiny run on the task sequence: ml-100k's 305 users with 20-40 ratings, T1 and its first three
     downstream tasks, a one-layer 16-wide SASRec, 2 epochs per stage, serial runs."""
     return {
+        **TINY_MODEL,
         "user_inter_num_interval": "[20,40]",
-        "MAX_ITEM_LIST_LENGTH": 10,
-        "hidden_size": 16,
-        "inner_size": 32,
-        "n_layers": 1,
-        "n_heads": 1,
-        "context_heads": 1,
         "epochs": 2,
-        "prompt_length": 3,
         "contextual_prompt": "random",
-        "show_progress": False,
-        "state": "WARNING",
-        "use_gpu": False,
         "checkpoint_dir": str(tmp_path / "saved"),
         "train_batch_size": 128,
         "fwt_reference": False,

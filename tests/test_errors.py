@@ -4,26 +4,12 @@ import copy
 
 import pytest
 import yaml
-from conftest import ML100K_TASKS
+from conftest import ML100K_TASKS, TINY_MODEL
 
 import run_recbole_pcl as cli
 
 TASKS = ML100K_TASKS[:3]
-TINY = {
-    "MAX_ITEM_LIST_LENGTH": 10,
-    "hidden_size": 16,
-    "inner_size": 32,
-    "n_layers": 1,
-    "n_heads": 1,
-    "context_heads": 1,
-    "epochs": 1,
-    "prompt_length": 3,
-    "show_progress": False,
-    "state": "WARNING",
-    "use_gpu": False,
-    "fwt_reference": False,
-    "contextual_prompt": "none",
-}
+TINY = {**TINY_MODEL, "epochs": 1, "fwt_reference": False, "contextual_prompt": "none"}
 
 
 def _one_line_error(capsys, *args):

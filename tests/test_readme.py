@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, TINY_MODEL
 
 import recbole_pcl.quick_start as quick_start
 import run_experiment
@@ -21,20 +21,11 @@ import run_recbole_pcl
 from recbole_pcl.experiment import merge
 
 TINY = {
+    **TINY_MODEL,
     "user_inter_num_interval": "[20,40]",
-    "MAX_ITEM_LIST_LENGTH": 10,
-    "hidden_size": 16,
-    "inner_size": 32,
-    "n_layers": 1,
-    "n_heads": 1,
-    "context_heads": 1,
     "epochs": 1,
-    "prompt_length": 3,
     "train_batch_size": 128,
     "eval_batch_size": 256,
-    "show_progress": False,
-    "state": "WARNING",
-    "use_gpu": False,
     "runner": "serial",
     "n_folds": 2,  # Ray itself is tested in tests/test_experiments.py
 }

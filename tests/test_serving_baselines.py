@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import ML100K_TASKS, REPO, SHARED
+from conftest import ML100K_TASKS, REPO, SHARED, TINY_MODEL
 
 from recbole_pcl.quick_start import load_continual_run, run_recbole_pcl
 from recbole_pcl.utils import PCLError
@@ -103,17 +103,8 @@ def test_tenrec_falls_back_to_synthetic_with_warning(tmp_path, caplog):
         "data_path": str(tmp_path / "dataset"),
         "raw_data_path": str(tmp_path / "missing.csv"),
         "synthetic_tenrec": {"n_users": 150, "n_items": 120},
-        "MAX_ITEM_LIST_LENGTH": 10,
-        "hidden_size": 16,
-        "inner_size": 32,
-        "n_layers": 1,
-        "n_heads": 1,
-        "context_heads": 1,
+        **TINY_MODEL,
         "epochs": 1,
-        "prompt_length": 3,
-        "show_progress": False,
-        "state": "WARNING",
-        "use_gpu": False,
         "checkpoint_dir": str(tmp_path / "saved"),
         "fwt_reference": False,
         "contextual_prompt": "none",
