@@ -58,3 +58,9 @@ def test_pages_command_rewrites_a_page_from_its_file(tmp_path, capsys):
     assert pages.main([str(folder)]) == 0
     assert (folder / "compare.md").read_text() == (source / "compare.md").read_text()
     assert pages.main([str(tmp_path)]) == 2 and "holds no compare.json" in capsys.readouterr().err
+
+
+def test_the_readme_headline_is_what_its_comparison_renders_to():
+    """The README's sentence on which methods PCL beats, ties or loses to is its comparison's headline."""
+    comparison = json.loads((REPO / "docs" / "results" / "ml-100k" / "compare.json").read_text())
+    assert headline(comparison) in (REPO / "README.md").read_text()

@@ -157,23 +157,21 @@ def verdicts(comparison):
 
 def headline(comparison):
     """One sentence: which methods the reference beats (better on some main column, worse on none),
-    ties (no difference), loses to (worse on some, better on none) or is mixed with."""
+    ties with (no difference), loses to (worse on some, better on none) or is mixed against, with the
+    paired intervals of the columns where it is worse."""
     reference, columns = comparison["reference"], main_columns(comparison)
     groups = {"beats": [], "ties with": [], "loses to": [], "is mixed against": []}
     for m in comparison["methods"]:
         if m["method"] == reference:
             continue
-        sides = {_side(m["tasks"][t][k]) for t, k in columns if "minus_reference" in m["tasks"][t].get(k, {})}
-        key = (
-            "is mixed against"
-            if {1, -1} <= sides
-            else "beats"
-            if 1 in sides
-            else "loses to"
-            if -1 in sides
-            else "ties with"
-        )
-        groups[key].append(m["method"])
+        stats = {(t, k): m["tasks"][t][k] for t, k in columns if "minus_reference" in m["tasks"][t].get(k, {})}
+        sides = {_side(stat) for stat in stats.values()}
+        if {1, -1} <= sides:
+            key = "is mixed against"
+        else:
+            key = "beats" if 1 in sides else "loses to" if -1 in sides else "ties with"
+        worse = [f"{column_name(*c)} {_difference(s)}" for c, s in stats.items() if _side(s) == -1]
+        groups[key].append(f"{m['method']} ({', '.join(worse)})" if worse else m["method"])
     said = [f"{verb} {', '.join(names)}" for verb, names in groups.items() if names]
     return (
         f"On {comparison['dataset']} ({fold_caption(comparison)}, paired 95 % intervals of each task's main "
