@@ -40,7 +40,8 @@ def _comparison(diffs):
 def test_sentences_follow_the_paired_intervals():
     comparison = _comparison({"Worse": [-0.1] * 3, "Level": [0.005] * 3, "Better": [0.2] * 3})
     assert headline(comparison) == (
-        "On d (3 folds, paired 95 % intervals of each task's main metric), PCL beats Worse; ties with Level; loses to Better."
+        "On d (3 folds, paired 95 % intervals of each task's main metric), PCL beats Worse; ties with Level; "
+        "loses to Better (t HR@10 -0.2000 ± 0.0100)."
     )
     assert verdicts(comparison) == [
         "- PCL vs Worse: better on t HR@10 +0.1000 ± 0.0100.",
