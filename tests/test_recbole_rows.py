@@ -27,7 +27,7 @@ from recbole_pcl.utils import PCLError, get_model, safe_load
 
 TASKS = ML100K_TASKS[:4]
 SEQUENTIAL = ["GRU4Rec", "NARM", "Caser", "NextItNet", "BERT4Rec", "SRGNN", "LightSANs", "CORE"]
-GENERAL = ["Pop", "BPR"]
+GENERAL = ["Pop", "BPR", "FM"]  # FM: a context-aware model, ranking as the general ones
 # the task_run fixture of conftest, one epoch per stage, for runs shared by the whole module
 TINY = {
     "user_inter_num_interval": "[20,40]",
@@ -51,7 +51,8 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory):
-    """One fold of the README's comparison: PCL, the SASRec row and every listed RecBole model."""
+    """One fold of the README's comparison: PCL, the SASRec row and every listed RecBole model (and
+    FM, a context-aware one)."""
     folder = tmp_path_factory.mktemp("rows")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)  # RecBole writes ./log
@@ -113,6 +114,22 @@ def test_a_general_rows_finished_stages_restore_its_state(comparison):
     assert model.task_backbones[T1].item_cnt.sum() > 0
     for task in pipeline.tasks[:3]:
         assert pipeline.evaluate(model, task) == pytest.approx(results["final"][task.spec.name])
+
+
+def test_a_traditional_model_computes_in_one_epoch_from_its_training_interactions(tmp_path):
+    """Pop counts its training interactions in one epoch (as RecBole's TraditionalTrainer) and no
+    sampled negative, however many epochs the shared setting says. (RecBole's Pop counts an item
+    once per batch however often the batch holds it: at most its training count.)"""
+    settings = dict(TINY, tasks=TASKS[:2], epochs=3, checkpoint_dir=str(tmp_path / "saved"))
+    pipeline, result = _run(get_model("PopPerTask"), settings)
+    assert [len(stage["valid_history"]) for stage in result["stages"]] == [1, 1]
+    model = pipeline.load_final()
+    for key in (T1, "next_4star"):
+        trained = model.training_sets[key].inter_feat[pipeline.data.dataset.iid_field]
+        counts = torch.bincount(trained, minlength=model.n_items)
+        counted = model.task_backbones[key].item_cnt.view(-1).cpu()
+        assert torch.equal(counted > 0, counts > 0) and (counted <= counts).all()  # never a negative, one epoch
+        assert counted[counts == 1].eq(1).all()
 
 
 # ----- the SASRec row --------------------------------------------------------------------------------
@@ -200,7 +217,7 @@ def test_general_models_train_on_no_label_of_a_validation_or_test_user(general_d
     config, data = general_data
     timeline, uid = data.timeline, data.dataset.uid_field
     pairs = {}
-    for key, dataset in general_training_sets(data, config).items():
+    for key, dataset in general_training_sets(data).items():
         inter = dataset.inter_feat
         pairs[key] = list(zip(inter[uid].tolist(), inter[data.dataset.iid_field].tolist()))
     rows, last_two = t1_history(timeline, data.cold_items)
@@ -264,7 +281,7 @@ def test_a_rows_settings_are_its_models_own_and_the_shared_training():
     "model, why",
     [
         ("CKE", "it is knowledge-aware: it needs RecBole's knowledge-graph dataset"),
-        ("FM", "it is context-aware"),
+        ("DIN", "it is a click-through-rate model"),
         ("S3Rec", "it is trained in two runs"),
         ("RecVAE", "RecBole trains it with a trainer of its own (RecVAETrainer)"),
     ],

@@ -118,6 +118,10 @@ class Config(RecBoleConfig):
         if wrapped is not None and not hasattr(wrapped, "input_type") and final.get("loss_type") in ("CE", "BPR"):
             # RecBole reads the input type of a model that declares none from its loss, as here
             final["MODEL_INPUT_TYPE"] = InputType.PAIRWISE if final["loss_type"] == "BPR" else InputType.POINTWISE
+        listwise = wrapped is not None and final["MODEL_INPUT_TYPE"] == InputType.LISTWISE
+        if listwise and "train_neg_sample_args" not in self.external_config_dict:
+            # RecBole trains a listwise model (DiffRec) on whole user rows, never with sampled negatives
+            final["train_neg_sample_args"] = None
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)

@@ -17,20 +17,24 @@ How a task is learned, by the model's kind (:func:`recbole_row_kind`):
   BERT4Rec's ``forward`` returns every position: its representation is the position it ranks items
   from (the mask token its ``reconstruct_test_data`` appends); NextItNet's ``forward`` reads the
   last position of the padded sequence (RecBole's code: its ``full_sort_predict`` scores from the
-  same vector); CORE's is L2-normalised; RepeatNet's ``forward`` is already its item distribution,
-  and the head reads that. A model whose ``forward`` needs more than these inputs (FPMC: the
-  candidate item) has no representation: its class-task cells are "n/a".
+  same vector); CORE's is L2-normalised; SASRecCPR's ``forward`` returns every layer: the last
+  layer's; RepeatNet's ``forward`` is already its item distribution, and the head reads that. A
+  model whose ``forward`` needs more than these inputs (FPMC: the candidate item) has no
+  representation: its class-task cells are "n/a".
   Models that embed the user id (Caser, HGN, NPE, SHAN, HRM, FOSSIL, TransRec) take part: each
   task's rows carry the user id. On a downstream task the test users are never among its training
   users, so their user embedding keeps its initial value: those models meet them as new users.
   BERT4Rec trains by RecBole's cloze transform (``transform: mask_itemseq``), which masks items of
   the input and never reads the row's target: on a downstream link task its training rows are the
   input followed by the label (on T1, RecBole's own rows), so that the label is learned at all.
-* **general** models (``GeneralRecommender``: Pop, ItemKNN, BPR, LightGCN...) rank items for a
-  user id, as RecBole does; they have no sequence representation, so their class-task cells are
-  "n/a". Each task's model is built and trained on (user, item) interactions, RecBole's general
-  protocol (its negative sampler never draws a user's training items), and never ranks the items
-  it was trained on for that user (RecBole's full-ranking rule for these models):
+* **general** models (``GeneralRecommender``: Pop, ItemKNN, BPR, LightGCN...) and **context-aware**
+  ones (``ContextRecommender``: FM, DeepFM..., with the user and item ids as their only fields: the
+  task data carry no other feature) score items for a user id, as RecBole does, by their
+  ``full_sort_predict`` (context-aware models: ``predict`` of every (user, item) pair). They have
+  no sequence representation, so their class-task cells are "n/a". Each task's model is built and
+  trained on (user, item) interactions with RecBole's general protocol (its negative sampler never
+  draws a user's training items; context-aware models learn 0/1 labels of the sampled pairs), and
+  never ranks the items it was trained on for that user (RecBole's full-ranking rule for them):
 
   - T1: each user's T1 history but its last two interactions (T1's validation and test targets),
     as RecBole's leave-one-out trains a general model;
@@ -38,11 +42,13 @@ How a task is learned, by the model's kind (:func:`recbole_row_kind`):
     window, all of which T1 rows see) and the task's *training* users' labels. Never a validation
     or test user's label, never another interaction of the label window.
 
-  RecBole's traditional models (``ModelType.TRADITIONAL``: Pop, ItemKNN, EASE...) train one epoch,
-  as RecBole's ``TraditionalTrainer`` does.
-* refused before any training, one line each (:func:`refusal`): knowledge-aware, context-aware and
-  decision-tree models, models RecBole trains through a trainer of their own, and the sequential
-  models in :data:`REFUSED`.
+  RecBole's traditional models (``ModelType.TRADITIONAL``: Pop, ItemKNN, EASE...) compute from the
+  interactions in one epoch, as RecBole's ``TraditionalTrainer`` runs them, and without sampled
+  negatives (Pop counts training interactions only).
+* refused before any training, one line each (:func:`refusal`): knowledge-aware and decision-tree
+  models, models RecBole trains through a trainer of their own (RecVAE, RaCT...), and the models
+  in :data:`REFUSED` (S3Rec, KD_DAGFM: chained runs; FDSA, SASRecF, GRU4RecF: item features;
+  GRU4RecKG, KSR: knowledge-graph embeddings; DIN, DIEN: click-through-rate models).
 
 Settings, lowest precedence first: the model's own RecBole yaml (``properties/model/<M>.yaml`` of
 RecBole: sizes, dropout, loss_type...), recbole-pcl's ``overall.yaml``, ``RecBoleRow.yaml`` (the
@@ -65,7 +71,7 @@ from recbole.data.dataset import Dataset
 from recbole.data.interaction import Interaction
 from recbole.data.transform import construct_transform
 from recbole.data.utils import create_samplers, get_dataloader
-from recbole.model.abstract_recommender import GeneralRecommender, SequentialRecommender
+from recbole.model.abstract_recommender import ContextRecommender, GeneralRecommender, SequentialRecommender
 from recbole.utils import ModelType
 from torch import nn
 
@@ -75,6 +81,7 @@ from recbole_pcl.model.abstract_recommender import ContinualRecommender, TaskRec
 from recbole_pcl.utils.errors import PCLError
 
 T1 = "__t1__"  # the key of T1's model (a ModuleDict key cannot be None)
+NO_NEGATIVES = {"distribution": "none", "sample_num": "none", "alpha": "none", "dynamic": False, "candidate_num": 0}
 SUFFIX = "PerTask"
 
 # forward's argument names -> the model attribute naming the field of the task rows that feeds it
@@ -86,10 +93,12 @@ FORWARD_INPUTS = {
     "user": "USER_ID",
 }
 
-# RecBole sequential models that cannot take part, and why
+# RecBole models that cannot take part (besides whole kinds, _BY_TYPE), and why
 REFUSED = {
     "S3Rec": "it is trained in two runs, a self-supervised pre-training (train_stage: pretrain) and a fine-tuning "
     "that loads its checkpoint file (pre_model_path), which the task pipeline does not chain",
+    "KD_DAGFM": "its student model is trained in three runs (phase: teacher_training, distillation, finetuning) "
+    "chained by checkpoint files (warm_up), which the task pipeline does not chain",
     "GRU4RecKG": "it reads pre-trained knowledge-graph entity embeddings (ent_id preloaded from a .ent file) "
     "that the task data do not load",
     "KSR": "it reads pre-trained knowledge-graph entity and relation embeddings (.ent/.rel files, a "
@@ -107,16 +116,15 @@ _BY_TYPE = {
     ModelType.KNOWLEDGE: "it is knowledge-aware: it needs RecBole's knowledge-graph dataset "
     "(KnowledgeBasedDataset over the .kg and .link files, with its KG sampler), and the task pipeline reads "
     "every task through a SequentialDataset",
-    ModelType.CONTEXT: "it is context-aware: it scores (user, item, feature fields) rows trained with a 0/1 "
-    "label, and the task rows' fields are an input sequence and a target, not features",
     ModelType.DECISIONTREE: "it is a decision-tree model trained outside torch on a feature table "
     "(xgboost/lightgbm), not by RecBole's trainer",
 }
 
 
 def recbole_row_kind(model_class):
-    """``'sequential'`` or ``'general'``: how :class:`RecBoleRows` learns ``model_class``."""
-    return "general" if issubclass(model_class, GeneralRecommender) else "sequential"
+    """``'sequential'`` or ``'general'`` (general and context-aware models): how :class:`RecBoleRows`
+    learns ``model_class``."""
+    return "general" if issubclass(model_class, (GeneralRecommender, ContextRecommender)) else "sequential"
 
 
 def refusal(model_class):
@@ -128,8 +136,8 @@ def refusal(model_class):
         return REFUSED[name]
     if model_class.type in _BY_TYPE:
         return _BY_TYPE[model_class.type]
-    if not issubclass(model_class, (GeneralRecommender, SequentialRecommender)):
-        return "it is neither a sequential nor a general recommender"
+    if not issubclass(model_class, (GeneralRecommender, ContextRecommender, SequentialRecommender)):
+        return "it is not a sequential, general or context-aware recommender"
     trainer = getattr(importlib.import_module("recbole.trainer"), f"{name}Trainer", None)
     if trainer is not None:
         return f"RecBole trains it with a trainer of its own ({trainer.__name__}), which the task pipeline does not run"
@@ -141,6 +149,8 @@ def forward_inputs(model_class):
     (``fields`` None and ``reason`` why, when it has no sequence representation)."""
     if issubclass(model_class, GeneralRecommender):
         return None, "a general model ranks items for a user id and has no sequence representation"
+    if issubclass(model_class, ContextRecommender):
+        return None, "a context-aware model scores (user, item) pairs and has no sequence representation"
     fields = []
     for name, parameter in list(inspect.signature(model_class.forward).parameters.items())[1:]:
         if name in FORWARD_INPUTS:
@@ -260,7 +270,7 @@ class RecBoleRows:
 
     def setup(self, data):
         if self.kind == "general":
-            self.training_sets = general_training_sets(data, self.model_config)
+            self.training_sets = general_training_sets(data)
             for key, dataset in self.training_sets.items():
                 self.seen[key] = _by_user(dataset)
         else:
@@ -297,7 +307,7 @@ class RecBoleRows:
             _reinitialise(self.heads[name], model, self.model_config, dataset)
         if self.starts_from_pretrained:
             model.load_state_dict(self.t1_state())
-        else:
+        elif self.recbole_model.type != ModelType.TRADITIONAL:  # a traditional model's weights are computed
             _reinitialise(model, model, self.model_config, dataset)
 
     def t1_state(self):
@@ -327,22 +337,22 @@ class RecBoleRows:
             yield task
             return
         train, config = None, task.config
-        if self.kind == "general":
-            train = self.training_loader(task, self.training_sets[self._key(name)])
-        elif name is not None and task.spec.is_link and task.config["transform"] == "mask_itemseq":
-            train = self.training_loader(task, _label_appended(task.train._dataset, self.model_config))
         if self.recbole_model.type == ModelType.TRADITIONAL:
-            config = _with(config, epochs=1)
+            config = _with(config, epochs=1, train_neg_sample_args=NO_NEGATIVES)
+        if self.kind == "general":
+            train = self.training_loader(task, self.training_sets[self._key(name)], config)
+        elif name is not None and task.spec.is_link and task.config["transform"] == "mask_itemseq":
+            train = self.training_loader(task, _label_appended(task.train._dataset), config)
         yield (
             task
             if train is None and config is task.config
             else dataclasses.replace(task, train=train or task.train, config=config)
         )
 
-    def training_loader(self, task, dataset):
+    def training_loader(self, task, dataset, config):
         """RecBole's training loader of ``dataset`` for the model (its own kind of loader, general
         models' negative sampler), seeded as the stage seeded the task's own loader."""
-        config = _with(task.config, model=self.recbole_model.__name__, repeatable=self.kind != "general")
+        config = _with(config, model=self.recbole_model.__name__, repeatable=self.kind != "general")
         sampler = create_samplers(config, dataset, [dataset, task.valid._dataset, task.test._dataset])[0]
         loader = get_dataloader(config, "train")(config, dataset, sampler, shuffle=config["shuffle"])
         loader.generator.manual_seed(task.train.generator.initial_seed())
@@ -400,6 +410,8 @@ class RecBoleRows:
             index = self.inputs.index("ITEM_SEQ")
             args[index] = model.reconstruct_test_data(args[index], seq_len)
         output = model(*args)
+        if isinstance(output, (list, tuple)):  # every layer's output (SASRecCPR): the last layer's
+            output = output[-1]
         if output.dim() == 3:  # every position: the one the model ranks items from
             output = model.gather_indexes(output, seq_len - 1)
         return output
@@ -427,10 +439,10 @@ class RecBoleRows:
         try:
             scores = model.full_sort_predict(interaction)
         except NotImplementedError:
-            scores = _scores_by_predict(model, interaction, self.n_items)
+            scores = _scores_by_predict(model, interaction[self.USER_ID], self.USER_ID, self.ITEM_ID, self.n_items)
         scores = scores.view(len(interaction), -1).float()  # Pop's are float64; the evaluator's float32
         if key in self.seen:
-            rows, items = _seen_of(self.seen[key], interaction[model.USER_ID], scores.device)
+            rows, items = _seen_of(self.seen[key], interaction[self.USER_ID], scores.device)
             scores = scores.index_put((rows, items), torch.tensor(-np.inf, dtype=scores.dtype, device=scores.device))
         return scores
 
@@ -480,14 +492,21 @@ class RecBoleRow(RecBoleRows, ContinualRecommender):
     ``properties/model/RecBoleRow.yaml``)."""
 
 
-def _scores_by_predict(model, interaction, n_items):
-    """``[B, n_items]`` from ``predict`` over every item, for a model without ``full_sort_predict``."""
-    rows = len(interaction)
-    repeated = interaction.repeat_interleave(n_items)
-    repeated.update(
-        Interaction({model.ITEM_ID: torch.arange(n_items, device=repeated[model.ITEM_ID].device).repeat(rows)})
-    )
-    return model.predict(repeated).view(rows, n_items)
+def _scores_by_predict(model, users, user_field, item_field, n_items):
+    """``[B, n_items]`` from ``predict`` of every (user, item) pair, for a model without
+    ``full_sort_predict`` (context-aware models, whose fields here are the user and item ids)."""
+    chunk = max(1, (1 << 20) // n_items)  # users per call: about a million pairs at a time
+    scores = []
+    for start in range(0, len(users), chunk):
+        part = users[start : start + chunk]
+        pairs = Interaction(
+            {
+                user_field: part.repeat_interleave(n_items),
+                item_field: torch.arange(n_items, device=users.device).repeat(len(part)),
+            }
+        )
+        scores.append(model.predict(pairs).view(len(part), n_items))
+    return torch.cat(scores)
 
 
 def _by_user(dataset):
@@ -510,7 +529,7 @@ def _seen_of(seen, users, device):
     return rows.to(device), items[torch.repeat_interleave(start, count) + offsets].to(device)
 
 
-def general_training_sets(data, config):
+def general_training_sets(data):
     """The (user, item) training set of a general model, per task key (see the module's notes): T1
     and each link task (class tasks have no general model)."""
     ds, timeline = data.dataset, data.timeline
@@ -518,10 +537,16 @@ def general_training_sets(data, config):
     rows, last_two = t1_history(timeline, data.cold_items)
     uid, iid = timeline.inter[ds.uid_field].to_numpy(), timeline.items
 
+    fields = (ds.uid_field, ds.iid_field)
+
     def dataset(users, items):
         pairs = template.copy(Interaction({ds.uid_field: torch.as_tensor(users), ds.iid_field: torch.as_tensor(items)}))
         # RecBole's plain Dataset (a SequentialDataset reads its rows as prefixes, e.g. in inter_matrix)
         pairs.__class__ = dataset_class(Dataset)
+        # its fields: the user and item ids (what a context-aware model embeds), no sequence or feature
+        pairs.user_feat = pairs.item_feat = None
+        for table in ("field2type", "field2source", "field2seqlen"):
+            setattr(pairs, table, {k: v for k, v in getattr(pairs, table).items() if k in fields})
         return pairs
 
     sets = {T1: dataset(uid[rows[~last_two]], iid[rows[~last_two]])}
@@ -534,7 +559,7 @@ def general_training_sets(data, config):
     return sets
 
 
-def _label_appended(dataset, config):
+def _label_appended(dataset):
     """``dataset``'s rows with the label as the last item of the input (the oldest dropped when full)."""
     inter = dataset.inter_feat
     seq, length = inter[dataset.item_id_list_field].clone(), inter[dataset.item_list_length_field].clone()
