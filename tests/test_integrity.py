@@ -160,7 +160,10 @@ def test_a_comparison_whose_every_run_fails_exits_2_naming_the_first(two, tmp_pa
     [
         (["TaskPrior", "NoSuchModel"], "unknown model 'NoSuchModel'"),
         (["TaskPrior", {"model": "PCL", "prompt_lenght": 2}], "method 'PCL': unknown setting 'prompt_lenght'"),
-        (["PCL", "BPR"], "method 'BPR': model 'BPR' does not learn the task sequence, so it cannot join"),
+        (
+            ["PCL", "CKE"],
+            "method 'CKE': model 'CKE' cannot join a continual run or a comparison: it is knowledge-aware",
+        ),
     ],
 )
 def test_a_definitions_unknown_model_or_setting_is_refused_before_training(two, tmp_path, capsys, methods, message):
@@ -173,9 +176,12 @@ def test_a_definitions_unknown_model_or_setting_is_refused_before_training(two, 
 
 
 def test_model_list_with_a_recbole_model_is_one_line(two, tmp_path, capsys):
+    """A RecBole model is a row of the comparison (tests/test_recbole_rows.py); one that cannot take
+    part is refused in one line, naming it and why, before anything trains."""
     config = _yaml(tmp_path, "tiny.yaml", two)
-    line = _one_line(capsys, cli.main, "--model=PCL,BPR", "--dataset=ml-100k", f"--config_files={config}")
-    assert "method 'BPR': model 'BPR' does not learn the task sequence" in line
+    line = _one_line(capsys, cli.main, "--model=PCL,BPR,CKE", "--dataset=ml-100k", f"--config_files={config}")
+    assert "method 'CKE': model 'CKE' cannot join a continual run or a comparison: it is knowledge-aware" in line
+    assert not _stage_files(two["checkpoint_dir"])  # nothing trained, BPR's row either
 
 
 @pytest.mark.parametrize("mode", ["full", "uni100"])

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 from recbole.config import Config as RecBoleConfig
+from recbole.utils import InputType
 
 from recbole_pcl.compat import numpy_aliases
 from recbole_pcl.config.validation import kind_of, model_setting_keys, validate
@@ -113,6 +114,14 @@ class Config(RecBoleConfig):
         if final.get("loss_type") == "CE" and "train_neg_sample_args" not in self.external_config_dict:
             final["train_neg_sample_args"] = None
         super()._set_default_parameters()
+        wrapped = getattr(self.model_class, "recbole_model", None)
+        if wrapped is not None and not hasattr(wrapped, "input_type") and final.get("loss_type") in ("CE", "BPR"):
+            # RecBole reads the input type of a model that declares none from its loss, as here
+            final["MODEL_INPUT_TYPE"] = InputType.PAIRWISE if final["loss_type"] == "BPR" else InputType.POINTWISE
+        listwise = wrapped is not None and final["MODEL_INPUT_TYPE"] == InputType.LISTWISE
+        if listwise and "train_neg_sample_args" not in self.external_config_dict:
+            # RecBole trains a listwise model (DiffRec) on whole user rows, never with sampled negatives
+            final["train_neg_sample_args"] = None
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
@@ -122,7 +131,10 @@ class Config(RecBoleConfig):
         # ours (TaskSASRec.yaml: the backbone and training every task method shares). As in RecBole, the
         # dataset's yaml comes after the model's.
         ancestors = [c.__name__ for c in reversed(model_class.__mro__[1:])]
-        files = [recbole_models / f"{name}.yaml" for name in ancestors] + [props / "overall.yaml"]
+        # the row of a RecBole model (recbole_rows) keeps that model's own RecBole defaults
+        wrapped = getattr(model_class, "recbole_model", None)
+        theirs = ancestors + ([c.__name__ for c in reversed(wrapped.__mro__)] if wrapped else [])
+        files = [recbole_models / f"{name}.yaml" for name in dict.fromkeys(theirs)] + [props / "overall.yaml"]
         files += [props / "model" / f"{name}.yaml" for name in ancestors + [model]]
         files += [props / "dataset" / f"{dataset}.yaml"]
         for file in files:

@@ -164,7 +164,8 @@ def model_choices(model_class, key):
     case_sensitive)``, or None when its code compares the setting with nothing (any value is its own
     business)."""
     values, exact = set(), True
-    for cls in model_class.__mro__:
+    wrapped = getattr(model_class, "recbole_model", None)  # a RecBole model's row: that model's choices
+    for cls in model_class.__mro__ + (wrapped.__mro__ if wrapped else ()):
         module = inspect.getmodule(cls)
         if module is None or not (module.__name__.startswith(("recbole.", "recbole_pcl."))):
             continue

@@ -20,16 +20,30 @@ def cold_items(config, item_num):
     )
 
 
-def build_t1(config, dataset, timeline, cold):
-    """T1's built train/valid/test datasets (RecBole's, from ``dataset``'s copies) and its rows'
-    source; the ``cold`` items never enter T1."""
+def t1_history(timeline, cold):
+    """``(rows, last_two)``: the rows of the sorted table T1 may use (each user's interactions before
+    the label window, the ``cold`` items excepted) and which of them are each user's last two (T1's
+    validation and test targets, by RecBole's leave-one-out)."""
     eligible = timeline.position < timeline.window_start  # T1 never sees the interactions reserved for labels
     if len(cold):
         eligible &= ~np.isin(timeline.items, cold)
     t1_rows = np.flatnonzero(eligible)
+    t1_count, t1_rank = _counts_and_ranks(timeline, t1_rows)
+    return t1_rows, t1_rank >= t1_count[timeline.user_of(t1_rows)] - 2
+
+
+def _counts_and_ranks(timeline, t1_rows):
     t1_user = timeline.user_of(t1_rows)
     t1_count = np.bincount(t1_user, minlength=len(timeline.starts))  # W: T1 interactions per user
-    t1_rank = np.arange(len(t1_rows)) - np.repeat(np.cumsum(t1_count) - t1_count, t1_count)
+    return t1_count, np.arange(len(t1_rows)) - np.repeat(np.cumsum(t1_count) - t1_count, t1_count)
+
+
+def build_t1(config, dataset, timeline, cold):
+    """T1's built train/valid/test datasets (RecBole's, from ``dataset``'s copies) and its rows'
+    source; the ``cold`` items never enter T1."""
+    t1_rows, _ = t1_history(timeline, cold)
+    t1_user = timeline.user_of(t1_rows)
+    t1_count, t1_rank = _counts_and_ranks(timeline, t1_rows)
     mode = config["pretrain_mode"]
     keep = np.ones(len(t1_rows), dtype=bool)
     if mode in ("causal", "causal_last"):

@@ -26,6 +26,7 @@ from recbole_pcl.experiment.runner import Job, failures, run_jobs, runner_settin
 from recbole_pcl.experiment.search import check_space, sample
 from recbole_pcl.experiment.statistics import interval, paired_differences
 from recbole_pcl.experiment.tables import differences_table, table, transfer_table
+from recbole_pcl.model.recbole_rows import task_method
 from recbole_pcl.pipeline.identity import digest
 from recbole_pcl.pipeline.pipeline import require_task_method
 from recbole_pcl.utils.errors import PCLError
@@ -42,20 +43,23 @@ class Method:
 
     @classmethod
     def parse(cls, spec):
-        """A model name, or a mapping ``{label, model, <setting>: <value>...}`` (experiment yaml files)."""
+        """A model name, or a mapping ``{label, model, <setting>: <value>...}`` (experiment yaml files).
+        A RecBole model (GRU4Rec, BPR...) is its row on the task sequence, ``<Model>PerTask``."""
         if isinstance(spec, Method):
             return spec
         if isinstance(spec, str):
-            return cls(_model_label(spec), spec)
+            method = _task_method(spec)
+            return cls(method.label(), method.__name__)
         if not isinstance(spec, dict) or "model" not in spec:
             raise PCLError(f"a compared method is a model name or a mapping with 'model' (and 'label'), got {spec!r}")
         settings = {k: v for k, v in spec.items() if k not in ("label", "model")}
-        return cls(spec.get("label") or _model_label(spec["model"]), spec["model"], settings)
+        method = _task_method(spec["model"])
+        return cls(spec.get("label") or method.label(), method.__name__, settings)
 
 
-def _model_label(model):
+def _task_method(model):
     try:
-        return require_task_method(get_model(model)).label()
+        return require_task_method(task_method(get_model(model)))
     except PCLError as e:
         raise PCLError(f"method '{model}': {e}") from None
 
@@ -246,6 +250,10 @@ def summarise(compared, folds, specs, results, reference=None):
             "F": described["tasks_optimised_jointly"],
             "tasks": {},
         }
+        # the tasks the method has no model of, and why (their cells say "n/a")
+        not_applicable = {r["task"]: r["not_applicable"] for r in runs[0]["stages"] if "not_applicable" in r}
+        if not_applicable:
+            row["not_applicable"] = not_applicable
         row["trainable_params"] = [r["trainable_params"] for r in runs[0]["stages"]]
         # where the numbers were computed (float rounding depends on it; see numeric_environment)
         row["environments"] = [

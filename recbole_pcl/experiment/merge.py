@@ -11,7 +11,7 @@ import sys
 from recbole_pcl.experiment.compare import summary
 from recbole_pcl.experiment.output import OUTPUTS, write_comparison
 from recbole_pcl.experiment.statistics import check_means
-from recbole_pcl.experiment.tables import Column
+from recbole_pcl.experiment.tables import columns_of_rows
 from recbole_pcl.utils.checkpoint import read_json
 from recbole_pcl.utils.cli import exit_status
 from recbole_pcl.utils.errors import PCLError
@@ -73,7 +73,7 @@ def merge_comparisons(paths, out):
     rows = list(methods.values())
     if not rows:
         raise PCLError(f"no method in {', '.join(paths)}")
-    specs = [Column(t, "class" if "accuracy" in rows[0]["tasks"][t] else "link") for t in columns]
+    specs = columns_of_rows(rows)
     labels = [r["method"] for r in rows]
     reference = first[1].get("reference")
     merged = summary(rows, specs, reference if reference in labels else labels[0])

@@ -4,6 +4,8 @@ metric), compare.md (the tables) and compare.png (each task's main metric with i
 import json
 import os
 
+import numpy as np
+
 from recbole_pcl.experiment.tables import (
     columns_of,
     comparison_markdown,
@@ -80,8 +82,9 @@ def plot(path, comparison, specs):
     fig, axes = new_figure(3.2 * len(specs), 3.4, len(specs))
     for ax, spec in zip(axes, specs):
         metric = table_metrics(spec)[-1]
-        means = [m["tasks"][spec.name][metric]["mean"] for m in methods]
-        errors = [m["tasks"][spec.name][metric]["ci95"] for m in methods]
+        # a method with no model of the task ("n/a") has no bar
+        stats = [m["tasks"][spec.name].get(metric, {"mean": np.nan, "ci95": 0.0}) for m in methods]
+        means, errors = [s["mean"] for s in stats], [s["ci95"] for s in stats]
         colors = [
             "tab:red" if m["method"] == comparison["reference"] else ("tab:blue" if m["F"] == 1 else "tab:gray")
             for m in methods

@@ -37,21 +37,50 @@ def statistic(comparison):
     return "mean ± 95 % interval over folds" if comparison["folds"] > 1 else "one fold, so no intervals"
 
 
+NOT_APPLICABLE = "n/a"
+
+
 def _cell(stat, bold=False):
     # one fold has no interval: show the value alone rather than a misleading "± 0"
     text = f"{stat['mean']:.4f} ± {stat['ci95']:.4f}" if len(stat["folds"]) > 1 else f"{stat['mean']:.4f}"
     return f"**{text}**" if bold else text
 
 
+def not_applicable(method, task):
+    """Why ``method`` (a comparison row) has no model of ``task``, or None."""
+    return method.get("not_applicable", {}).get(task)
+
+
+def _stat_cell(method, task, metric, bold=False, missing="-"):
+    if not_applicable(method, task):
+        return NOT_APPLICABLE
+    stat = method["tasks"][task].get(metric)
+    return missing if stat is None else _cell(stat, bold)
+
+
+def notes(methods):
+    """The table's notes: one line per method and task it has no model of, saying why."""
+    return [
+        f"- {NOT_APPLICABLE}: {m['method']} on {task}: {why}"
+        for m in methods
+        for task, why in m.get("not_applicable", {}).items()
+    ]
+
+
 def table(methods, specs):
-    """Markdown laid out like the PCL paper's Table 1; the best single-objective method per column bold."""
+    """Markdown laid out like the PCL paper's Table 1; the best single-objective method per column
+    bold; "n/a" where a method has no model of the task (why: :func:`notes`)."""
     columns = [(spec.name, metric) for spec in specs for metric in table_metrics(spec)]
     single = [m for m in methods if m["F"] == 1]
-    best = {c: max(single, key=lambda m: m["tasks"][c[0]][c[1]]["mean"])["method"] for c in columns} if single else {}
+    best = {}
+    for t, k in columns:
+        scored = [m for m in single if k in m["tasks"][t]]
+        if scored:
+            best[t, k] = max(scored, key=lambda m: m["tasks"][t][k]["mean"])["method"]
     rows = []
     for m in methods:
-        cells = [_cell(m["tasks"][t][k], best.get((t, k)) == m["method"]) for t, k in columns]
-        params = m["trainable_params"]
+        cells = [_stat_cell(m, t, k, best.get((t, k)) == m["method"]) for t, k in columns]
+        params = [p for p, spec in zip(m["trainable_params"], specs) if not not_applicable(m, spec.name)]
         downstream = f"{int(np.mean(params[1:])):,}" if len(params) > 1 else "-"
         rows.append([m["method"], *cells, m["B"], m["F"], f"{params[0]:,} / {downstream}", f"{m['seconds'][0]:.0f}"])
     headers = [
@@ -72,14 +101,18 @@ def differences_table(methods, specs, reference):
         [
             m["method"],
             *[
-                _cell(m["tasks"][t][k]["minus_reference"]) if "minus_reference" in m["tasks"][t][k] else "-"
+                NOT_APPLICABLE
+                if not_applicable(m, t)
+                else _cell(m["tasks"][t][k]["minus_reference"])
+                if "minus_reference" in m["tasks"][t].get(k, {})
+                else "-"
                 for t, k in columns
             ],
         ]
         for m in methods
         if m["method"] != reference
     ]
-    if not rows or all(c == "-" for r in rows for c in r[1:]):
+    if not rows or all(c in ("-", NOT_APPLICABLE) for r in rows for c in r[1:]):
         return ""
     return tabulate(
         rows,
@@ -106,8 +139,14 @@ def transfer_table(methods, specs):
 
 def columns_of(comparison):
     """The tasks of a comparison file as the tables need them (a file keeps metrics, not specs)."""
-    tasks = comparison["methods"][0]["tasks"] if comparison["methods"] else {}
-    return [Column(name, "class" if "accuracy" in metrics else "link") for name, metrics in tasks.items()]
+    return columns_of_rows(comparison["methods"])
+
+
+def columns_of_rows(methods):
+    """The tasks of comparison rows, each a class task where some row has its accuracy (a row may
+    have no model of a task: "n/a")."""
+    names = list(methods[0]["tasks"]) if methods else []
+    return [Column(n, "class" if any("accuracy" in m["tasks"][n] for m in methods) else "link") for n in names]
 
 
 def main_columns(comparison):
@@ -226,6 +265,8 @@ def tuning_table(comparison):
 def comparison_markdown(comparison):
     """The page of a comparison, from its compare.json content."""
     text = f"{comparison['dataset']}, {fold_caption(comparison)}: {statistic(comparison)}\n\n{comparison['table']}\n"
+    if notes(comparison["methods"]):
+        text += "\n" + "\n".join(notes(comparison["methods"])) + "\n"
     if comparison["methods"] and comparison["folds"] > 1:
         text += f"\n{headline(comparison)}\n\n" + "\n".join(verdicts(comparison)) + "\n"
     if comparison["differences"]:

@@ -59,6 +59,13 @@ class TaskRecommender(SequentialRecommender):
         """Declare downstream task ``name`` (before its stage, or before loading a finished run)."""
         self.task_kind[name] = kind
 
+    @classmethod
+    def task_support(cls, kind):
+        """Why the method has no model of a task of ``kind`` ("link" or "class"), or None when it has
+        one. Such a task is neither trained nor evaluated: its results say "n/a" with the reason
+        (a RecBole general model has no sequence representation for a class-task head)."""
+        return None
+
     def is_class(self, task):
         return task is not None and self.task_kind[task] == "class"
 
@@ -153,8 +160,10 @@ class ContinualRecommender(TaskRecommender):
         method that retains earlier tasks reads their training data here (``earlier[i].train``, never
         their validation or test data): EWC's Fisher information, LwF's recorded outputs, Replay's
         buffer. Yielding again asks for another fit (CONURE retrains after pruning), of ``task`` or of
-        an earlier task; the method sets :attr:`active_task` (and what trains) for each. The stage's
-        record is the last fit of ``task``. Anything computed here that a later stage needs is either
+        an earlier task; the method sets :attr:`active_task` (and what trains) for each. A fit of
+        ``task`` may be a copy of it (``dataclasses.replace``) with other training rows or settings,
+        never other validation or test rows (RecBole's general models train on their own (user, item)
+        set: :mod:`recbole_pcl.model.recbole_rows`). The stage's record is the last fit of ``task``. Anything computed here that a later stage needs is either
         written by :meth:`stage_keys` or recomputed from the data as exactly, so that a resumed or
         appended run equals an uninterrupted one."""
         yield task

@@ -26,6 +26,7 @@ from recbole.utils import init_seed, set_color
 from recbole_pcl.data.continual import ContinualData, task_sequence
 from recbole_pcl.data.tasks import valid_metric
 from recbole_pcl.model.abstract_recommender import ContinualRecommender, JointRecommender
+from recbole_pcl.model.recbole_rows import SUFFIX
 from recbole_pcl.pipeline.identity import (
     RunIdentity,
     differences,
@@ -45,9 +46,10 @@ from recbole_pcl.utils.utils import get_model
 def require_task_method(model_class):
     """``model_class`` if it learns the task sequence (a method of recbole-pcl), else a :class:`PCLError`."""
     if not issubclass(model_class, (ContinualRecommender, JointRecommender)):
+        name = model_class.__name__
         raise PCLError(
-            f"model '{model_class.__name__}' does not learn the task sequence, so it cannot join a continual run "
-            f"or a comparison (its own next-item protocol: run it alone with --model={model_class.__name__})"
+            f"model '{name}' does not learn the task sequence, so it cannot run on it (--model={name} alone is "
+            f"RecBole's own protocol; its row of a comparison, each task learned alone: --model={name}{SUFFIX})"
         )
     return model_class
 
@@ -137,7 +139,13 @@ class TaskPipeline:
                     records = self.strategy.fit(model, directory)
                     final = self.strategy.final(model, records)
                     valid = self.strategy.final(model, records, "valid")
-                    score = np.mean([valid[t.spec.name][valid_metric(t.spec.kind, self.config)] for t in self.tasks])
+                    score = np.mean(
+                        [
+                            valid[t.spec.name][valid_metric(t.spec.kind, self.config)]
+                            for t in self.tasks
+                            if self.applies(t)
+                        ]
+                    )
                     # valid_score: what a comparison's tuning chooses trials by (never test users)
                     summary = dict(self.summary(model), final_valid=valid, valid_score=float(score))
                     references = self.references() if self.reports_fwt() else {}
@@ -214,6 +222,11 @@ class TaskPipeline:
             f"runs of {self.config['model']} on {self.config['dataset']} in {root}: {', '.join(n for n, _ in found)}; "
             f"the nearest, {name}, differs in {len(diffs)} place(s), first in {what}: {there!r} there, {here!r} here"
         )
+
+    def applies(self, task):
+        """Whether the method has a model of ``task`` (else its results are "n/a", see
+        :meth:`~recbole_pcl.model.abstract_recommender.TaskRecommender.task_support`)."""
+        return self.model_class.task_support(task.spec.kind) is None
 
     def stage_callback(self, index):
         return None if self.epoch_callback is None else (lambda epoch, score: self.epoch_callback(index, epoch, score))
@@ -320,8 +333,10 @@ class SequentialStrategy:
         return record
 
     def final(self, model, records, phase="test"):
-        """Every task's ``phase`` metrics with the model after the last stage."""
-        return {t.spec.name: self.pipeline.evaluate(model, t, phase) for t in self.pipeline.tasks}
+        """Every task's ``phase`` metrics with the model after the last stage ({} where the method has
+        no model of the task: "n/a")."""
+        p = self.pipeline
+        return {t.spec.name: p.evaluate(model, t, phase) if p.applies(t) else {} for t in p.tasks}
 
     def check_finished(self, directory):
         for index, spec in enumerate(self.pipeline.specs):
@@ -342,15 +357,29 @@ class SequentialStrategy:
         name = TaskPipeline.task_name(index, p.specs)
         p.logger.info(set_color(f"Stage {index}: {task.spec.name} ({task.spec.kind})", "green"))
         start = time.time()
+        if not p.applies(task):  # nothing to learn: the record says why
+            return {
+                "task": task.spec.name,
+                "kind": task.spec.kind,
+                "not_applicable": model.task_support(task.spec.kind),
+                "test": {},
+                "valid": {},
+                "valid_history": [],
+                "trainable_params": 0,
+                "seconds": 0.0,
+            }
         p.seed_stage([t.train for t in p.tasks[: index + 1]], index)  # a stage may fit earlier tasks' data
         model.begin_task(name)
         learning_rate = p.config["learning_rate"] if index == 0 else p.config["downstream_learning_rate"]
         trainable, history = None, []
-        for fit in model.stage_fits(task, p.tasks[:index]):  # the method's fits: its task once by default
-            if fit is task and trainable is None:
+        # the method's fits: its task once by default; a fit of the stage's own task may carry other
+        # training rows or settings (a copy of its TaskData: RecBole's general models, see recbole_rows)
+        for fit in model.stage_fits(task, p.tasks[:index]):
+            own = fit.index == task.index
+            if own and trainable is None:
                 trainable = count_trainable(model)
             result = p.fit_and_test(model, fit, learning_rate)
-            if fit is task:  # the stage's record: its own task's last fit (epochs: all of its fits)
+            if own:  # the stage's record: its own task's last fit (epochs: all of its fits)
                 valid, test, history = result[0], result[1], history + result[2]
         if trainable is None:
             raise RuntimeError(f"{type(model).__name__}.stage_fits never fitted the stage's task {task.spec.name}")

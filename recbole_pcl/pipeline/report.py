@@ -5,6 +5,7 @@ import json
 import os
 from logging import getLogger
 
+import numpy as np
 from recbole.utils import set_color
 from tabulate import tabulate
 
@@ -18,6 +19,9 @@ def report_rows(tasks, records, final, references, config, sequential=True):
     stage, BWT and FWT in % (TERACON §5; continual methods only)."""
     rows = []
     for task, record in zip(tasks, records):
+        if "not_applicable" in record:  # the method has no model of this task: no metric, the reason
+            rows.append({"task": task.spec.name, "kind": task.spec.kind, "not_applicable": record["not_applicable"]})
+            continue
         metric = main_metric(task.spec.kind, config)
         after, end = record["test"][metric], final[task.spec.name][metric]
         ref = references.get(task.spec.name, {}).get(metric)
@@ -69,7 +73,10 @@ def plot(path, config, tasks, rows, references):
     """Each task's main metric right after its stage, at the end, and learned alone."""
     names = [r["task"] for r in rows]
     metrics = [main_metric(t.spec.kind, config) for t in tasks]
-    series = {"after its stage": [r["after_stage"] for r in rows], "final model": [r[m] for r, m in zip(rows, metrics)]}
+    series = {  # a task the method has no model of ("n/a") has no bar
+        "after its stage": [r.get("after_stage", np.nan) for r in rows],
+        "final model": [r.get(m, np.nan) for r, m in zip(rows, metrics)],
+    }
     if references:
         series["alone, from scratch"] = [references.get(n, {}).get(m, 0.0) for n, m in zip(names, metrics)]
     fig, (ax,) = new_figure(1.6 + 1.4 * len(names), 3.6)

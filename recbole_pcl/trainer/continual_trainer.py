@@ -53,6 +53,11 @@ def batches(loader, config, device, cache):
     return cache[id(loader)]
 
 
+def _tensors(others):
+    """Copies of the tensors (and not-yet-computed Nones) among a model's other parameters."""
+    return {k: v if v is None else v.detach().clone() for k, v in others.items() if v is None or torch.is_tensor(v)}
+
+
 class ContinualTrainer(Trainer):
     """RecBole's ``fit`` and ``evaluate`` for one stage, with these differences:
 
@@ -68,7 +73,7 @@ class ContinualTrainer(Trainer):
 
     def __init__(self, config, model, epoch_callback=None):
         super().__init__(config, model)
-        self.best_parameters = None
+        self.best_parameters, self.best_other = None, {}
         self.history = []  # the validation metric after each epoch
         self.epoch_callback = epoch_callback  # called as (epoch, valid score) after each validation
         self.device_batches = {}
@@ -126,6 +131,9 @@ class ContinualTrainer(Trainer):
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         self.best_parameters = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        # the model's tensor state besides its parameters, as RecBole's checkpoint keeps it (Pop's
+        # counts, LightGCN's embeddings cached for the epoch's evaluation)
+        self.best_other = _tensors(self.model.other_parameter())
 
     @torch.no_grad()
     def restore_best(self):
@@ -133,6 +141,8 @@ class ContinualTrainer(Trainer):
             params = dict(self.model.named_parameters())
             for name, value in self.best_parameters.items():
                 params[name].copy_(value)
+            if self.best_other:
+                self.model.load_other_parameter(_tensors(self.best_other))
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if load_best_model:

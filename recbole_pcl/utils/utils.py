@@ -103,7 +103,9 @@ def _described_model_names():
 
 
 def get_model(model_name):
-    """Model class by name, looked up in ``recbole_pcl.model`` first, then in RecBole.
+    """Model class by name, looked up in ``recbole_pcl.model`` first, then in RecBole;
+    ``<Model>PerTask`` is the row of RecBole's ``<Model>`` on the task sequence (each task learned
+    alone, :mod:`recbole_pcl.model.recbole_rows`).
 
     A RecBole model whose optional package is missing fails here, before any data is loaded, with
     the package to install; an unknown name fails with the valid names.
@@ -111,6 +113,10 @@ def get_model(model_name):
     module_path = f"recbole_pcl.model.sequential_recommender.{model_name.lower()}"
     if importlib.util.find_spec(module_path) is not None:
         return getattr(importlib.import_module(module_path), model_name)
+    rows = importlib.import_module("recbole_pcl.model.recbole_rows")  # imported here: it imports utils
+    wrapped = rows.row_model_name(model_name)
+    if wrapped is not None:  # '<Model>PerTask': the row of RecBole's model (each task learned alone)
+        return rows.per_task_row(get_model(wrapped))
     missing = missing_requirement(model_name)
     if missing:
         raise PCLError(missing)
