@@ -82,7 +82,12 @@ def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cm
     logger = getLogger()
     folds = compared_folds(base)
     files, args = list(config_file_list or []), list(cmd_args or [])
-    trials = {m.label: tuning_trials(m, dataset, files, dict(config_dict or {}), args) for m in methods}
+    trials = {}
+    for m in methods:  # every model, setting and search space is checked before anything trains
+        try:
+            trials[m.label] = tuning_trials(m, dataset, files, dict(config_dict or {}), args)
+        except PCLError as e:
+            raise PCLError(f"method '{m.label}': {e}") from None
     jobs = [
         Job(
             trial_key(m.label, f, i, len(trials[m.label])),
@@ -97,7 +102,7 @@ def run_comparison(methods, dataset, config_file_list=None, config_dict=None, cm
         for i, settings in enumerate(trials[m.label])
     ]
     pipelines = {}
-    for job in jobs:  # every model and setting is checked before anything trains
+    for job in jobs:
         try:
             pipelines[job.key] = job.pipeline()
         except PCLError as e:

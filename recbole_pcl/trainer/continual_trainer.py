@@ -174,7 +174,7 @@ def replayed(loader, max_gib):
     if not batches:
         limit, size, batches = max_gib * 2**30, 0, []
         for batch in loader:
-            size += sum(t.numel() * t.element_size() for t in _tensors(batch))
+            size += sum(t.numel() * t.element_size() for t in _batch_tensors(batch))
             batches.append(batch)
         loader._recbole_pcl_batches = batches if size <= limit else None
     copy = object.__new__(type(f"Replayed{type(loader).__name__}", (ReplayedBatches, type(loader)), {}))
@@ -183,7 +183,7 @@ def replayed(loader, max_gib):
     return copy
 
 
-def _tensors(batch):
+def _batch_tensors(batch):
     for part in batch if isinstance(batch, tuple) else (batch,):
         if isinstance(part, torch.Tensor):
             yield part
