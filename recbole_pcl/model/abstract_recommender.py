@@ -24,6 +24,13 @@ from torch import nn
 from recbole_pcl.model.prefix_cache import distinct_rows
 from recbole_pcl.utils.errors import PCLError
 
+T1 = "__t1__"  # T1's key where tasks key a ModuleDict or a dict (None cannot be a key there)
+
+
+def task_key(task):
+    """The key of ``task`` (None = T1) in a ModuleDict or dict of per-task state."""
+    return T1 if task is None else task
+
 
 class TaskRecommender(SequentialRecommender):
     """A model of every task of a sequence. Subclasses implement :meth:`task_logits`,
@@ -138,8 +145,6 @@ class ContinualRecommender(TaskRecommender):
     :meth:`prepare_task`, loading its tensors, then :meth:`end_task`. Subclasses implement the hooks
     :meth:`init_task`, :meth:`trainable_parameters` and :meth:`stage_keys`."""
 
-    strategy = "sequential"
-
     def begin_task(self, name):
         """Prepare the stage of ``name`` (None = T1): initialise its parameters, choose which learn."""
         self.active_task = name
@@ -197,8 +202,6 @@ class ContinualRecommender(TaskRecommender):
 class JointRecommender(TaskRecommender):
     """Learns every task at once: the pipeline fits :meth:`task_losses` over one batch of each task
     per step (weighted equally, or by MGDA when ``task_weighting: mgda``)."""
-
-    strategy = "joint"
 
     def task_losses(self, batches):
         """``{task: loss}`` for ``{task: batch}`` (task None = T1)."""

@@ -77,10 +77,9 @@ from torch import nn
 
 from recbole_pcl.compat import dataset_class, scipy_dok_update
 from recbole_pcl.data.pretraining import t1_history
-from recbole_pcl.model.abstract_recommender import ContinualRecommender, TaskRecommender, make_head
+from recbole_pcl.model.abstract_recommender import T1, ContinualRecommender, TaskRecommender, make_head, task_key
 from recbole_pcl.utils.errors import PCLError
 
-T1 = "__t1__"  # the key of T1's model (a ModuleDict key cannot be None)
 NO_NEGATIVES = {"distribution": "none", "sample_num": "none", "alpha": "none", "dynamic": False, "candidate_num": 0}
 SUFFIX = "PerTask"
 
@@ -233,7 +232,7 @@ def _plain_other(value):
 
 class RecBoleRows:
     """Each task learned alone by its own instance of RecBole's :attr:`recbole_model`, kept in
-    ``task_backbones[task]`` (T1 under ``'__t1__'``), with a head for class tasks (``heads[task]``).
+    ``task_backbones[task]`` (T1 under its key ``T1``), with a head for class tasks (``heads[task]``).
     Mixed into a :class:`ContinualRecommender`: :class:`RecBoleRow` for any RecBole model;
     SASRecPerTask with TaskSASRec, whose T1 is the shared SASRec pretraining (a class with
     ``pretraining`` set learns T1 itself, this mixin the downstream tasks)."""
@@ -266,7 +265,7 @@ class RecBoleRows:
 
     @staticmethod
     def _key(task):
-        return T1 if task is None else task
+        return task_key(task)
 
     def setup(self, data):
         if self.kind == "general":

@@ -30,10 +30,8 @@ pretraining the other methods share.
 import torch
 from torch import nn
 
-from recbole_pcl.model.abstract_recommender import Tensors, training_batches
+from recbole_pcl.model.abstract_recommender import Tensors, task_key, training_batches
 from recbole_pcl.model.sequential_recommender.sinmo import SinMo
-
-T1 = "__t1__"  # T1's key in the dictionaries of finished tasks (None cannot be one)
 
 
 class EWC(SinMo):
@@ -48,7 +46,7 @@ class EWC(SinMo):
 
     @staticmethod
     def key(task):
-        return T1 if task is None else task
+        return task_key(task)
 
     def finished_before(self, name):
         """The task whose F and θ* the stage of ``name`` estimates: the one learned just before it."""

@@ -18,9 +18,8 @@ import copy
 import torch
 from torch import nn
 
+from recbole_pcl.model.abstract_recommender import T1, task_key
 from recbole_pcl.model.joint_sasrec import JointSASRec
-
-T1 = "__t1__"
 
 
 class MMoE(JointSASRec):
@@ -48,6 +47,6 @@ class MMoE(JointSASRec):
     def mix(self, outputs, items, item_seq, task):
         valid = item_seq.ne(0).unsqueeze(-1)
         pooled = (items * valid).sum(1) / valid.sum(1).clamp(min=1)  # the gate's input: the mean input item
-        gate = torch.softmax(self.gates[T1 if task is None else task](pooled), dim=-1)  # [B, experts]
+        gate = torch.softmax(self.gates[task_key(task)](pooled), dim=-1)  # [B, experts]
         weights = gate.T.reshape(*gate.T.shape, *(1,) * (outputs.dim() - 2))  # [experts, B, 1(, 1)]
         return (outputs * weights).sum(0)

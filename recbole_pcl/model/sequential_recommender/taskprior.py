@@ -10,9 +10,7 @@ It ignores the input sequence. Runs through the same continual stages and evalua
 import torch
 from torch import nn
 
-from recbole_pcl.model.abstract_recommender import ContinualRecommender
-
-T1 = "__t1__"
+from recbole_pcl.model.abstract_recommender import T1, ContinualRecommender, task_key
 
 
 class TaskPrior(ContinualRecommender):
@@ -48,7 +46,7 @@ class TaskPrior(ContinualRecommender):
 
     @staticmethod
     def _key(task):
-        return T1 if task is None else task
+        return task_key(task)
 
     def task_loss(self, interaction, task):
         labels = interaction[self.LABEL] if self.is_class(task) else interaction[self.POS_ITEM_ID]

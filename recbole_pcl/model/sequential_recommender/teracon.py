@@ -39,9 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_pcl.model.abstract_recommender import ContinualRecommender, TaskSASRec
-
-T1 = "__t1__"
+from recbole_pcl.model.abstract_recommender import T1, ContinualRecommender, TaskSASRec, task_key
 
 
 def _apply_mask(module, inputs, output):
@@ -81,7 +79,7 @@ class TERACON(TaskSASRec, ContinualRecommender):
 
     @staticmethod
     def key(task):
-        return T1 if task is None else task
+        return task_key(task)
 
     @staticmethod
     def api(key):
