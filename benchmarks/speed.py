@@ -10,7 +10,8 @@ dimensions (``--key=value`` settings apply to all), and nothing is cached betwee
   window only; seconds per training epoch, seconds and epochs to convergence (the same early stopping),
   and the T1 test HR@10 / NDCG@10 of each, on the same split.
 * ``tuning``: each downstream task learned by PCL's prompt tuning against FineAll (fine-tuning every
-  parameter), from the same pretrained backbone: seconds, trainable parameters, test metric.
+  parameter), from the same pretrained backbone, on every fold of the comparison (``n_folds``): the
+  stage seconds per fold and their ratio, and the test metric with the paired difference.
 * ``serving``: full-ranking evaluation of T1's test users by RecBole's evaluator, and top-10
   recommendation for every user by RecBole's ``full_sort_topk`` and by recbole-pcl's batched
   ``recommend``: users per second; and every task's predictions for the same users, all tasks in one
@@ -152,28 +153,42 @@ def part_pretrain(dataset, cmd_args, workdir):
 
 
 def part_tuning(dataset, cmd_args, workdir):
-    from recbole_pcl.config import Config
-    from recbole_pcl.pipeline import TaskPipeline
-    from recbole_pcl.utils import get_model
+    from recbole_pcl.experiment.compare import run_comparison
+    from recbole_pcl.experiment.statistics import interval
 
-    runs = {}
-    for model in ("PCL", "FineAll"):
-        config = Config(
-            model,
-            dataset,
-            config_dict={"checkpoint_dir": workdir, "show_progress": False, "state": "WARNING", "fwt_reference": False},
-            cmd_args=cmd_args,
-        )
-        runs[model] = TaskPipeline(config, get_model(model)).run()["stages"][1:]
+    comparison = run_comparison(
+        ["PCL", "FineAll"],
+        dataset,
+        config_dict={
+            "checkpoint_dir": workdir,
+            "show_progress": False,
+            "state": "WARNING",
+            "fwt_reference": False,
+            "runner": "serial",
+        },
+        cmd_args=cmd_args,
+    )
+    if comparison["failures"]:
+        raise SystemExit(f"the comparison failed: {comparison['failures']}")
+    folds = comparison["fold_indices"]
+    rows = {m["method"]: m for m in comparison["methods"]}
+    runs = comparison["runs"]
     results = {}
-    for pcl, fine in zip(runs["PCL"], runs["FineAll"]):
-        metric = "accuracy" if pcl["kind"] == "class" else "hit@10"
-        results[pcl["task"]] = {
+    for task, cells in list(rows["PCL"]["tasks"].items())[1:]:  # T1 is one pretraining shared by both
+        metric = "accuracy" if "accuracy" in cells else "hit@10"
+        seconds = {m: [runs[f"{m}/fold-{f}"]["stage_seconds"][task] for f in folds] for m in ("PCL", "FineAll")}
+        ratios = [p / f for p, f in zip(seconds["PCL"], seconds["FineAll"])]
+        pcl, fine = cells[metric]["folds"], rows["FineAll"]["tasks"][task][metric]["folds"]
+        results[task] = {
+            "kind": "class" if metric == "accuracy" else "link",
             "metric": metric,
-            "PCL": {k: pcl[k] for k in ("seconds", "trainable_params")} | {metric: pcl["test"][metric]},
-            "FineAll": {k: fine[k] for k in ("seconds", "trainable_params")} | {metric: fine["test"][metric]},
+            "seconds": seconds,
+            "ratios": ratios,
+            "PCL": {metric: interval(pcl), "trainable_params": rows["PCL"]["trainable_params"]},
+            "FineAll": {metric: interval(fine), "trainable_params": rows["FineAll"]["trainable_params"]},
+            "difference": interval([p - f for p, f in zip(pcl, fine)]),
         }
-    return {"results": results, **_peak_memory()}
+    return {"results": results, "folds": folds, **_peak_memory()}
 
 
 def part_serving(dataset, cmd_args, workdir):
@@ -245,6 +260,10 @@ def part_serving(dataset, cmd_args, workdir):
 PARTS = {"pretrain": part_pretrain, "tuning": part_tuning, "serving": part_serving}
 
 
+def _mean_ci(pair):
+    return f"{pair[0]:.4f} ± {pair[1]:.4f}"
+
+
 def markdown(report):
     lines = [
         f"Device: {report['device']}; dataset {report['dataset']}; settings {report['settings'] or 'defaults'}.",
@@ -272,14 +291,20 @@ def markdown(report):
     if tune:
         lines += [
             "",
-            "| downstream task | PCL s | FineAll s | time ratio | PCL params | FineAll params | PCL metric | FineAll metric |",
+            f"Downstream stages from the same pretrained backbone, {len(tune['folds'])} folds side by side "
+            "(seconds per stage: mean over folds; ratio: PCL / FineAll per fold, mean and largest; "
+            "the metric: mean ± 95 % interval, difference PCL − FineAll paired by fold).",
+            "",
+            "| downstream task | PCL s | FineAll s | ratio (mean, max) | target | PCL metric | FineAll metric | PCL − FineAll |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for task, r in tune["results"].items():
-            m = r["metric"]
+            m, s = r["metric"], r["seconds"]
+            target = "1/2" if r["kind"] == "class" else "1/3"
             lines.append(
-                f"| {task} | {r['PCL']['seconds']:.1f} | {r['FineAll']['seconds']:.1f} | {r['PCL']['seconds'] / r['FineAll']['seconds']:.2f} | "
-                f"{r['PCL']['trainable_params']:,} | {r['FineAll']['trainable_params']:,} | {r['PCL'][m]:.4f} | {r['FineAll'][m]:.4f} |"
+                f"| {task} | {sum(s['PCL']) / len(s['PCL']):.1f} | {sum(s['FineAll']) / len(s['FineAll']):.1f} | "
+                f"{sum(r['ratios']) / len(r['ratios']):.2f}, {max(r['ratios']):.2f} | ≤ {target} | "
+                f"{m} {_mean_ci(r['PCL'][m])} | {_mean_ci(r['FineAll'][m])} | {r['difference'][0]:+.4f} ± {r['difference'][1]:.4f} |"
             )
     serve = report.get("serving")
     if serve:

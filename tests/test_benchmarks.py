@@ -1,4 +1,4 @@
-"""benchmarks/profile.py: every row of the profile is measured on a tiny run, the table names the
+"""benchmarks/time_profile.py: every row of the profile is measured on a tiny run, the table names the
 machine, and an entry point that no longer exists leaves an empty row instead of failing the run."""
 
 import importlib.util
@@ -13,10 +13,10 @@ from test_readme import BENCHMARK_ARGS
 
 from recbole_pcl.pipeline.identity import numeric_environment
 
-SCRIPT = REPO / "benchmarks" / "profile.py"
+SCRIPT = REPO / "benchmarks" / "time_profile.py"
 TASKS = ("next_4star", "next_5star", "next_genre")  # ml-100k's enabled downstream tasks
 # two epochs per stage, so that the caps (--t1_epochs=1, --joint_epochs=1) are seen to hold
-ARGS = [a for a in BENCHMARK_ARGS["benchmarks/profile.py"] if not a.startswith("--epochs=")] + ["--epochs=2"]
+ARGS = [a for a in BENCHMARK_ARGS["benchmarks/time_profile.py"] if not a.startswith("--epochs=")] + ["--epochs=2"]
 # the parts in two processes side by side: this test's wall time only (it asserts no timing)
 GROUPS = (["data", "pretrain", "downstream", "serving"], ["MTL", "MTLPlus", "MMoE", "MMoEPlus"])
 
@@ -73,7 +73,7 @@ def test_profile_runs_small(tmp_path):
         table = (tmp_path / str(i) / "profile.md").read_text()
         assert f"Machine: {machine['processor']}, {os.cpu_count()} cores, torch threads 1, " in table
         assert f"torch {torch.__version__}, device cpu" in table
-        assert "python benchmarks/profile.py --out=" in table and "--parts" in table
+        assert "python benchmarks/time_profile.py --out=" in table and "--parts" in table
         assert all(f"| {r['id']} | " in table for r in report["rows"])
     assert sorted(rows) == sorted(_expected_rows())
     assert all(r["seconds"] is not None and r["seconds"] > 0 for r in rows.values()), [
@@ -120,3 +120,31 @@ def test_profile_missing_entry_point_leaves_an_empty_row():
     assert empty["seconds"] is None and empty["note"] == "not measured: an entry point of Child.gone not found"
     measured = profile.row("part", "work", profiler.total("Child.work"), "step", "Child.work")
     assert measured["count"] == 1 and measured["seconds"] > 0 and measured["seconds_per_unit"] == measured["seconds"]
+
+
+def test_speed_tuning_and_serving_side_by_side(tmp_path):
+    """benchmarks/speed.py: PCL's and FineAll's stage seconds on every fold of one comparison, their
+    ratio per fold and the paired metric difference; every task served in one call and one per task."""
+    args = [*BENCHMARK_ARGS["benchmarks/speed.py"], "--parts", "tuning", "serving", f"--out={tmp_path}"]
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "speed.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "speed.json").read_text())
+    tuning = report["tuning"]
+    assert tuning["folds"] == [0, 1] and sorted(tuning["results"]) == sorted(TASKS)
+    for task, r in tuning["results"].items():
+        assert r["metric"] == ("accuracy" if task == "next_genre" else "hit@10")
+        assert all(s > 0 for m in ("PCL", "FineAll") for s in r["seconds"][m])
+        assert r["ratios"] == [p / f for p, f in zip(r["seconds"]["PCL"], r["seconds"]["FineAll"])]
+        assert abs(r["difference"][0] - (r["PCL"][r["metric"]][0] - r["FineAll"][r["metric"]][0])) < 1e-9
+    table = (tmp_path / "speed.md").read_text()
+    assert "2 folds side by side" in table
+    assert all(f"| {t} | " in table for t in TASKS) and "≤ 1/2" in table and "≤ 1/3" in table
+    serving = report["serving"]
+    assert serving["tasks"] == ["next_click", *TASKS] and serving["all_tasks_speedup"] > 0
+    assert f"All {len(serving['tasks'])} tasks in one call" in table

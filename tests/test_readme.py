@@ -33,8 +33,8 @@ TINY_ARGS = [f"--{k}={v}" for k, v in TINY.items() if k not in ("runner", "n_fol
 BENCHMARK_ARGS = {
     "examples/own_data.py": [a for a in TINY_ARGS if not a.startswith("--user_inter_num_interval")]
     + ["--contextual_prompt=random"],
-    "benchmarks/speed.py": TINY_ARGS + ["--contextual_prompt=random"],
-    "benchmarks/profile.py": TINY_ARGS + ["--contextual_prompt=random", "--t1_epochs=1", "--joint_epochs=1"],
+    "benchmarks/speed.py": TINY_ARGS + ["--contextual_prompt=random", "--n_folds=2"],
+    "benchmarks/time_profile.py": TINY_ARGS + ["--contextual_prompt=random", "--t1_epochs=1", "--joint_epochs=1"],
     "benchmarks/scale_tenrec.py": ["--users=150", "--items=120", "--categories=8", "--length=30"] + TINY_ARGS,
     "benchmarks/convert_ml25m_memory.py": [
         "--ratings",

@@ -186,7 +186,8 @@ def selection_score(result):
 
 def run_record(identity, outcome, settings):
     """What compare.json keeps of a (method, fold) run: its identity, the settings its trial chose,
-    and from its result its stage-0 seed, seconds, validation curves and where it was computed."""
+    and from its result its stage-0 seed, seconds (in all and per stage), validation curves and where
+    it was computed."""
     record = {"identity": identity, "settings": settings}
     if outcome.get("ok"):
         stages = outcome["result"]["stages"]
@@ -197,6 +198,7 @@ def run_record(identity, outcome, settings):
                 / (len(stages) if outcome["result"]["summary"]["strategy"] == "joint" else 1),
                 2,
             ),
+            stage_seconds={s["task"]: s["seconds"] for s in stages},
             valid_history={s["task"]: s.get("valid_history", []) for s in stages},
             environment=stages[0].get("environment"),
         )

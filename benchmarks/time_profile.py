@@ -1,6 +1,6 @@
 """Where the time of recbole-pcl's work goes: one profile, from data loading to serving, as a table.
 
-    python benchmarks/profile.py [--dataset=ml-100k] [--out=DIR] [--parts data pretrain ...]
+    python benchmarks/time_profile.py [--dataset=ml-100k] [--out=DIR] [--parts data pretrain ...]
                                  [--t1_epochs=N] [--joint_epochs=N] [--key=value ...]
 
 Every part runs in its own process (so that its peak RSS is its own) from a fresh temporary
@@ -741,7 +741,7 @@ def main():
     if args.part:
         run_part(args, extra)
         return
-    command = shlex.join(["python", "benchmarks/profile.py", *sys.argv[1:]])
+    command = shlex.join(["python", "benchmarks/time_profile.py", *sys.argv[1:]])
     report = {"command": command, "commit": _commit(), "dataset": args.dataset, "settings": _settings(extra)}
     report |= {"t1_epochs": args.t1_epochs, "joint_epochs": args.joint_epochs, "parts": {}, "rows": []}
     os.makedirs(args.out, exist_ok=True)
