@@ -8,7 +8,8 @@ Steps, each in its own process (so that each step's peak memory is its own):
    chunk by user chunk): ``--users`` users with ``--length`` clicks each (plus impressions);
 2. convert it to RecBole atomic files (``convert_tenrec``, chunked);
 3. PCL on the Tenrec task sequence (``properties/dataset/tenrec.yaml``): T1 pretraining, then
-   next_like, next_category and age; the seconds of each stage.
+   next_like, next_category and age; the seconds of each stage (``--epochs=1``: one epoch each);
+4. serve: load the finished run and compute every user's representation for the last task.
 
 Prints and writes scale.json / scale.md into ``--out``: rows, time and peak memory (CPU RSS, GPU)
 of each step. ``--key=value`` settings go to the PCL run (e.g. ``--epochs=5 --train_batch_size=1024``).
@@ -61,10 +62,8 @@ def step_convert(args, extra):
     return {"interactions": sum(1 for _ in open(Path(out) / f"{NAME}.inter", encoding="utf-8")) - 1}
 
 
-def step_run(args, extra):
-    from recbole_pcl.quick_start import run_recbole_pcl
-
-    config = {
+def _run_config(args):
+    return {
         "data_path": str(Path(args.out) / "dataset"),
         "raw_data_path": str(Path(args.out) / "raw" / f"{NAME}.csv"),
         "checkpoint_dir": str(Path(args.out) / "saved"),
@@ -72,9 +71,15 @@ def step_run(args, extra):
         "state": "INFO",
         "fwt_reference": False,
     }
-    result = run_recbole_pcl(
-        "PCL", NAME, [str(REPO / "properties" / "dataset" / "tenrec.yaml")], config, cmd_args=extra
-    )
+
+
+TASK_FILE = str(REPO / "properties" / "dataset" / "tenrec.yaml")
+
+
+def step_run(args, extra):
+    from recbole_pcl.quick_start import run_recbole_pcl
+
+    result = run_recbole_pcl("PCL", NAME, [TASK_FILE], _run_config(args), cmd_args=extra)
     return {
         "stages": [
             {k: s[k] for k in ("task", "seconds", "trainable_params")} | {"test": s["test"]} for s in result["stages"]
@@ -82,7 +87,27 @@ def step_run(args, extra):
     }
 
 
-STEPS = {"generate": step_generate, "convert": step_convert, "run": step_run}
+def step_serve(args, extra):
+    """Every user's representation for the last task, served in batches from the finished run."""
+    from recbole_pcl.quick_start import load_continual_run
+
+    settings = _run_config(args) | {a[2:].split("=", 1)[0]: a.split("=", 1)[1] for a in extra}
+    start = time.perf_counter()
+    predictor = load_continual_run("PCL", NAME, [TASK_FILE], settings)
+    loaded = time.perf_counter() - start
+    task = list(predictor.tasks)[-1]
+    start = time.perf_counter()
+    vectors = predictor.user_representation(task=task)
+    served = time.perf_counter() - start
+    return {
+        "task": task,
+        "users": int(vectors.shape[0]),
+        "load_seconds": round(loaded, 1),
+        "users_per_second": round(vectors.shape[0] / served),
+    }
+
+
+STEPS = {"generate": step_generate, "convert": step_convert, "run": step_run, "serve": step_serve}
 
 
 def main():
@@ -135,6 +160,12 @@ def main():
     if "run" in report:
         lines += ["", "| stage | seconds | trainable params |", "|---|---|---|"]
         lines += [f"| {s['task']} | {s['seconds']} | {s['trainable_params']:,} |" for s in report["run"]["stages"]]
+    if "serve" in report:
+        serve = report["serve"]
+        lines.append(
+            f"\nServing: {serve['users']:,} users' representations for {serve['task']}, "
+            f"{serve['users_per_second']:,} users / s after {serve['load_seconds']} s of loading the run."
+        )
     Path(args.out, "scale.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -148,3 +148,23 @@ def test_speed_tuning_and_serving_side_by_side(tmp_path):
     serving = report["serving"]
     assert serving["tasks"] == ["next_click", *TASKS] and serving["all_tasks_speedup"] > 0
     assert f"All {len(serving['tasks'])} tasks in one call" in table
+
+
+def test_scale_benchmark_runs_every_step_small(tmp_path):
+    """benchmarks/scale_tenrec.py on 150 synthetic users: generate, convert, PCL's four stages, and
+    every user's representation served from the finished run; each step with its peak memory."""
+    args = [*BENCHMARK_ARGS["benchmarks/scale_tenrec.py"], f"--out={tmp_path}"]
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "scale_tenrec.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "scale.json").read_text())
+    assert report["generate"]["rows"] > report["convert"]["interactions"] > 0
+    assert [s["task"] for s in report["run"]["stages"]] == ["next_watch", "next_like", "next_category", "age"]
+    assert report["serve"]["task"] == "age" and 0 < report["serve"]["users"] <= 150
+    assert all(report[s]["peak_rss_gib"] > 0 for s in ("generate", "convert", "run", "serve"))
+    assert "users' representations for age" in (tmp_path / "scale.md").read_text()
