@@ -132,6 +132,7 @@ def main():
         "length": args.length,
         "settings": extra,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)",
+        "torch_threads": torch.get_num_threads(),
     }
     os.makedirs(args.out, exist_ok=True)
     for step in args.steps:
@@ -148,7 +149,8 @@ def main():
         print(f"{step}: {report[step]}", flush=True)
     Path(args.out, "scale.json").write_text(json.dumps(report, indent=1))
     lines = [
-        f"{args.users:,} users x {args.length} clicks, {args.items:,} items, on {report['device']}",
+        f"{args.users:,} users x {args.length} clicks, {args.items:,} items, on {report['device']}, "
+        f"torch threads {report['torch_threads']}",
         "",
         "| step | seconds | peak RSS GiB | peak GPU GiB |",
         "|---|---|---|---|",

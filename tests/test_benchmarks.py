@@ -122,18 +122,22 @@ def test_profile_missing_entry_point_leaves_an_empty_row():
     assert measured["count"] == 1 and measured["seconds"] > 0 and measured["seconds_per_unit"] == measured["seconds"]
 
 
-def test_speed_tuning_and_serving_side_by_side(tmp_path):
-    """benchmarks/speed.py: PCL's and FineAll's stage seconds on every fold of one comparison, their
-    ratio per fold and the paired metric difference; every task served in one call and one per task."""
-    args = [*BENCHMARK_ARGS["benchmarks/speed.py"], "--parts", "tuning", "serving", f"--out={tmp_path}"]
+def _run_benchmark(script, *args):
+    """benchmarks/<script> with the tiny settings of the README test and ``args``, one torch thread."""
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "speed.py"), *args],
+        [sys.executable, str(REPO / "benchmarks" / script), *BENCHMARK_ARGS[f"benchmarks/{script}"], *args],
         capture_output=True,
         text=True,
         timeout=600,
         env=dict(os.environ, OMP_NUM_THREADS="1"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_speed_tuning_and_serving_side_by_side(tmp_path):
+    """benchmarks/speed.py: PCL's and FineAll's stage seconds on every fold of one comparison, their
+    ratio per fold and the paired metric difference; every task served in one call and one per task."""
+    _run_benchmark("speed.py", "--parts", "tuning", "serving", f"--out={tmp_path}")
     report = json.loads((tmp_path / "speed.json").read_text())
     tuning = report["tuning"]
     assert tuning["folds"] == [0, 1] and sorted(tuning["results"]) == sorted(TASKS)
@@ -153,15 +157,7 @@ def test_speed_tuning_and_serving_side_by_side(tmp_path):
 def test_scale_benchmark_runs_every_step_small(tmp_path):
     """benchmarks/scale_tenrec.py on 150 synthetic users: generate, convert, PCL's four stages, and
     every user's representation served from the finished run; each step with its peak memory."""
-    args = [*BENCHMARK_ARGS["benchmarks/scale_tenrec.py"], f"--out={tmp_path}"]
-    result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "scale_tenrec.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    _run_benchmark("scale_tenrec.py", f"--out={tmp_path}")
     report = json.loads((tmp_path / "scale.json").read_text())
     assert report["generate"]["rows"] > report["convert"]["interactions"] > 0
     assert [s["task"] for s in report["run"]["stages"]] == ["next_watch", "next_like", "next_category", "age"]

@@ -10,6 +10,9 @@ from recbole_pcl.experiment import pages
 from recbole_pcl.experiment.tables import comparison_markdown, headline, verdicts
 
 COMMITTED = sorted(p.parent for p in (REPO / "docs" / "results").rglob("compare.json"))
+EXPERIMENTS = sorted(
+    p for name in pages.experiment_pages() for p in (REPO / "docs" / "results").rglob(f"{name}/{name}.json")
+)
 
 
 @pytest.mark.parametrize("folder", COMMITTED, ids=lambda p: str(p.relative_to(REPO)))
@@ -17,6 +20,17 @@ def test_every_committed_page_is_what_its_files_render_to(folder):
     comparison = json.loads((folder / "compare.json").read_text())
     assert (folder / "compare.md").read_text() == comparison_markdown(comparison)
     assert (folder / "compare.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("result", EXPERIMENTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_committed_experiment_page_is_what_its_result_renders_to(result):
+    markdown, figure = pages.experiment_pages()[result.stem](json.loads(result.read_text()))
+    assert result.with_suffix(".md").read_text() == markdown
+    assert result.with_suffix(".png").stat().st_size > 0
+
+
+def test_every_experiment_has_a_committed_page():
+    assert sorted({p.stem for p in EXPERIMENTS}) == ["rq2", "rq3", "rq4", "tune"]
 
 
 def _comparison(diffs):
@@ -58,7 +72,19 @@ def test_pages_command_rewrites_a_page_from_its_file(tmp_path, capsys):
     (folder / "compare.md").write_text("typed by hand")
     assert pages.main([str(folder)]) == 0
     assert (folder / "compare.md").read_text() == (source / "compare.md").read_text()
-    assert pages.main([str(tmp_path)]) == 2 and "holds no compare.json" in capsys.readouterr().err
+    assert pages.main([str(tmp_path)]) == 2 and "holds no compare.json, rq2.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["rq3", "tune"])
+def test_pages_command_rewrites_an_experiment_page_from_its_file(tmp_path, name):
+    """An experiment folder's page and figure come back from its result file alone; a tune.json without
+    the trials' curves (written before they were recorded) leaves the figure as it is."""
+    source = next(p for p in EXPERIMENTS if p.stem == name)
+    (tmp_path / f"{name}.json").write_text(source.read_text())
+    (tmp_path / f"{name}.md").write_text("typed by hand")
+    assert pages.main([str(tmp_path)]) == 0
+    assert (tmp_path / f"{name}.md").read_text() == source.with_suffix(".md").read_text()
+    assert (tmp_path / f"{name}.png").exists() == (name != "tune")
 
 
 def test_the_readme_headline_is_what_its_comparison_renders_to():

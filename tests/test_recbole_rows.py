@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 import yaml
-from conftest import ML100K_TASKS, REPO
+from conftest import ML100K_TASKS, REPO, TINY_MODEL
 from recbole.model.sequential_recommender.sasrec import SASRec
 from torch import nn
 
@@ -30,18 +30,10 @@ SEQUENTIAL = ["GRU4Rec", "NARM", "Caser", "NextItNet", "BERT4Rec", "SRGNN", "Lig
 GENERAL = ["Pop", "BPR", "FM"]  # FM: a context-aware model, ranking as the general ones
 # the task_run fixture of conftest, one epoch per stage, for runs shared by the whole module
 TINY = {
+    **TINY_MODEL,
     "user_inter_num_interval": "[20,40]",
-    "MAX_ITEM_LIST_LENGTH": 10,
-    "hidden_size": 16,
-    "inner_size": 32,
-    "n_layers": 1,
-    "n_heads": 1,
-    "context_heads": 1,
     "epochs": 1,
     "contextual_prompt": "random",
-    "show_progress": False,
-    "state": "WARNING",
-    "use_gpu": False,
     "train_batch_size": 128,
     "fwt_reference": False,
     "runner": "serial",

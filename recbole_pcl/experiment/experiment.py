@@ -10,12 +10,12 @@ from recbole.utils import init_logger, set_color
 
 from recbole_pcl.config import Config
 from recbole_pcl.data.tasks import parse_tasks
+from recbole_pcl.experiment.output import write_experiment_page
 from recbole_pcl.experiment.runner import Job, failures, run_jobs, runner_settings
 from recbole_pcl.pipeline.identity import digest
 from recbole_pcl.pipeline.report import write_csv
 from recbole_pcl.utils.checkpoint import atomic_write_text
 from recbole_pcl.utils.errors import PCLError
-from recbole_pcl.utils.plots import save_figure
 
 
 class Experiment:
@@ -61,12 +61,14 @@ class Experiment:
             raise PCLError(f"every run of {self.name} failed; the first, {first}: {failed[first]}")
         return outcomes, round(time.time() - start, 1)
 
-    def write(self, out, result, rows, markdown, figure):
+    def write(self, out, result, rows, page):
+        """Write ``result`` (<name>.json), its ``rows`` (.csv) and what ``page(result)`` renders from
+        it: the page (.md) and figure (.png), as ``python -m recbole_pcl.experiment.pages`` does."""
+        result = dict(result, experiment=self.name, directory=out)
         os.makedirs(out, exist_ok=True)
         write_csv(os.path.join(out, f"{self.name}.csv"), rows)
-        atomic_write_text(os.path.join(out, f"{self.name}.md"), markdown)
-        save_figure(figure, os.path.join(out, f"{self.name}.png"))
-        result["directory"] = out
+        rendered = page(result)
+        write_experiment_page(out, self.name, rendered)
         atomic_write_text(os.path.join(out, f"{self.name}.json"), json.dumps(result, indent=1))
-        self.logger.info(set_color(self.name, "yellow") + f" ({out}):\n{markdown}")
+        self.logger.info(set_color(self.name, "yellow") + f" ({out}):\n{rendered[0]}")
         return result

@@ -60,6 +60,17 @@ def write_page(out, comparison, specs=None):
     return page
 
 
+def write_experiment_page(out, name, rendered):
+    """<name>.md and <name>.png of an experiment from what its page function rendered (markdown,
+    figure; no figure: the result holds nothing to draw and the .png is left as it is); the page's path."""
+    markdown, figure = rendered
+    page = os.path.join(out, f"{name}.md")
+    atomic_write_text(page, markdown)
+    if figure is not None:
+        save_figure(figure, os.path.join(out, f"{name}.png"))
+    return page
+
+
 def plot_curves(path, label, curves):
     """One panel per task: the validation metric after each validation, one line per fold."""
     tasks = list(next(iter(curves.values())))

@@ -83,6 +83,27 @@ def rq2(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
                 "relative%": (best - worst) / best * 100,
             }
     average = float(np.mean([s["relative%"] for s in spread.values()])) if spread else None
+    result = {
+        "dataset": dataset,
+        "folds": folds,
+        "orders": ["".join(str(numbers[t["name"]]) for t in order) for order in orders],
+        "rows": rows,
+        "spread": spread,
+        "average_relative_spread%": average,
+        "seconds": seconds,
+        "failures": failures(outcomes),
+    }
+    return exp.write(out, result, rows, rq2_page)
+
+
+def rq2_page(result):
+    """RQ2's page and figure from its result file."""
+    orders, rows, spread, average = (
+        result["orders"],
+        result["rows"],
+        result["spread"],
+        result["average_relative_spread%"],
+    )
     table = tabulate(
         [
             [t, f"{s['best']:.4f}", f"{s['worst']:.4f}", f"{s['absolute']:.4f}", f"{s['relative%']:.2f}%"]
@@ -92,40 +113,34 @@ def rq2(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
         tablefmt="github",
     )
     markdown = (
-        f"RQ2, task order: PCL on all {len(orders)} orders of the downstream tasks, {folds} folds each "
+        f"RQ2, task order: PCL on all {len(orders)} orders of the downstream tasks, {result['folds']} folds each "
         f"(mean over folds; HR@10 for link tasks, accuracy for class tasks).\n\n{table}\n\n"
         f"Average relative spread: {average:.2f}% (the paper reports 1.20%).\n"
         if average is not None
         else "No order finished.\n"
     )
-    markdown += _failures(outcomes)
+    markdown += _failures(result["failures"])
     fig, (ax,) = new_figure(2 + 0.9 * len(orders), 3.6)
-    labels = ["".join(str(numbers[t["name"]]) for t in order) for order in orders]
-    for task in downstream:
-        points = {r["order"]: r for r in rows if r["task"] == task["name"]}
-        xs = [i for i, label in enumerate(labels) if label in points]
+    tasks = sorted({(r["T"], r["task"], r["metric"]) for r in rows})  # the downstream tasks, T2 first
+    for number, task, metric in tasks:
+        points = {r["order"]: r for r in rows if r["task"] == task}
+        xs = [i for i, label in enumerate(orders) if label in points]
         ax.errorbar(
             xs,
-            [points[labels[i]]["mean"] for i in xs],
-            yerr=[points[labels[i]]["ci95"] for i in xs],
+            [points[orders[i]]["mean"] for i in xs],
+            yerr=[points[orders[i]]["ci95"] for i in xs],
             marker="o",
             capsize=3,
-            label=f"T{numbers[task['name']]} {task['name']} ({main_metric(task['kind'], exp.base)})",
+            label=f"T{number} {task} ({metric})",
         )
-    ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels)
+    ax.set_xticks(range(len(orders)))
+    ax.set_xticklabels(orders)
     ax.set_xlabel("order of the downstream tasks")
-    ax.set_title(f"PCL on {dataset}: each task's metric per task order (95 % intervals over folds)", fontsize=9)
+    ax.set_title(
+        f"PCL on {result['dataset']}: each task's metric per task order (95 % intervals over folds)", fontsize=9
+    )
     ax.legend(fontsize=7)
-    result = {
-        "orders": labels,
-        "rows": rows,
-        "spread": spread,
-        "average_relative_spread%": average,
-        "seconds": seconds,
-        "failures": failures(outcomes),
-    }
-    return exp.write(out, result, rows, markdown, fig)
+    return markdown, fig
 
 
 def _final(outcomes, key, task, config):
@@ -135,8 +150,7 @@ def _final(outcomes, key, task, config):
     return outcome["result"]["final"][task["name"]][main_metric(task["kind"], config)]
 
 
-def _failures(outcomes):
-    failed = failures(outcomes)
+def _failures(failed):
     return "".join(f"\n- failed: {k}: {e}" for k, e in failed.items()) + ("\n" if failed else "")
 
 
@@ -177,30 +191,40 @@ def rq3(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
                     "test_ci95": round(half, 4),
                 }
             )
-    share = exp.base["cold_item_share"]
-    markdown = (
-        f"RQ3, cold-start items: {share:.0%} of the items kept out of T1 pretraining, {folds} folds. Validation metric "
-        f"(NDCG@10 for link tasks, accuracy for class tasks) after each epoch, mean over folds; test metric of the "
-        f"best epoch.\n\n{tabulate(rows, headers='keys', tablefmt='github')}\n"
-    ) + _failures(outcomes)
-    fig, axes = new_figure(3.4 * len(tasks), 3.2, len(tasks))
-    for ax, task in zip(axes, tasks):
-        for v in variants:
-            curve = curves.get((v.label, task["name"]))
-            if curve is not None:
-                ax.plot(range(1, len(curve) + 1), curve, marker=".", label=v.label)
-        ax.set_title(task["name"], fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("valid " + ("accuracy" if task["kind"] == "class" else "NDCG@10"), fontsize=8)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{dataset}: {share:.0%} cold-start items (mean over {folds} folds)", fontsize=9)
     result = {
+        "dataset": dataset,
+        "folds": folds,
+        "cold_item_share": exp.base["cold_item_share"],
+        "methods": [v.label for v in variants],
+        "tasks": [{"name": t["name"], "kind": t["kind"]} for t in tasks],
         "curves": {f"{k[0]}|{k[1]}": c for k, c in curves.items()},
         "rows": rows,
         "seconds": seconds,
         "failures": failures(outcomes),
     }
-    return exp.write(out, result, rows, markdown, fig)
+    return exp.write(out, result, rows, rq3_page)
+
+
+def rq3_page(result):
+    """RQ3's page and figure from its result file."""
+    share, folds, tasks = result["cold_item_share"], result["folds"], result["tasks"]
+    markdown = (
+        f"RQ3, cold-start items: {share:.0%} of the items kept out of T1 pretraining, {folds} folds. Validation metric "
+        f"(NDCG@10 for link tasks, accuracy for class tasks) after each epoch, mean over folds; test metric of the "
+        f"best epoch.\n\n{tabulate(result['rows'], headers='keys', tablefmt='github')}\n"
+    ) + _failures(result["failures"])
+    fig, axes = new_figure(3.4 * len(tasks), 3.2, len(tasks))
+    for ax, task in zip(axes, tasks):
+        for label in result["methods"]:
+            curve = result["curves"].get(f"{label}|{task['name']}")
+            if curve is not None:
+                ax.plot(range(1, len(curve) + 1), curve, marker=".", label=label)
+        ax.set_title(task["name"], fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("valid " + ("accuracy" if task["kind"] == "class" else "NDCG@10"), fontsize=8)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{result['dataset']}: {share:.0%} cold-start items (mean over {folds} folds)", fontsize=9)
+    return markdown, fig
 
 
 # ----- RQ4 ------------------------------------------------------------------------------------------
@@ -241,22 +265,38 @@ def rq4(definition, dataset, config_file_list=None, config_dict=None, cmd_args=N
                 "epochs_to_best": round(epochs, 1),
             }
         )
+    result = {
+        "dataset": dataset,
+        "folds": folds,
+        "model": model,
+        "target": target["name"],
+        "prompt_tasks": [t["name"] for t in tasks[1:-1]],
+        "rows": rows,
+        "fits": results,
+        "seconds": seconds,
+        "failures": failures(outcomes),
+    }
+    return exp.write(out, result, rows, rq4_page)
+
+
+def rq4_page(result):
+    """RQ4's page and figure from its result file."""
+    model, target, fits = result["model"], result["target"], result["fits"]
     markdown = (
-        f"RQ4, universal user vectors on {target['name']} ({folds} folds): a one-hidden-layer MLP on "
+        f"RQ4, universal user vectors on {target} ({result['folds']} folds): a one-hidden-layer MLP on "
         f"[user vector ‖ one-hot user id]. {model}: the mean of the user's vectors under the prompts of "
-        f"{', '.join(t['name'] for t in tasks[1:-1])}; SSP: the pretrained backbone (T1 only); NP: random vectors.\n\n"
-        f"{tabulate(rows, headers='keys', tablefmt='github')}\n"
-    ) + _failures(outcomes)
+        f"{', '.join(result['prompt_tasks'])}; SSP: the pretrained backbone (T1 only); NP: random vectors.\n\n"
+        f"{tabulate(result['rows'], headers='keys', tablefmt='github')}\n"
+    ) + _failures(result["failures"])
     fig, (ax,) = new_figure(5.5, 3.6)
-    for source in sources:
-        if results[source]:
-            length = min(len(x["curve"]) for x in results[source])
-            curve = np.mean([x["curve"][:length] for x in results[source]], axis=0)
-            times = np.mean([x["times"][:length] for x in results[source]], axis=0)
+    for source, runs in fits.items():  # the method's vectors, SSP, NP
+        if runs:
+            length = min(len(x["curve"]) for x in runs)
+            curve = np.mean([x["curve"][:length] for x in runs], axis=0)
+            times = np.mean([x["times"][:length] for x in runs], axis=0)
             ax.plot(times, curve, marker=".", label=source)
     ax.set_xlabel("seconds of MLP training")
-    ax.set_ylabel(f"valid accuracy ({target['name']})")
-    ax.set_title(f"{dataset}: MLP on user vectors, mean over {folds} folds", fontsize=9)
+    ax.set_ylabel(f"valid accuracy ({target})")
+    ax.set_title(f"{result['dataset']}: MLP on user vectors, mean over {result['folds']} folds", fontsize=9)
     ax.legend(fontsize=8)
-    result = {"rows": rows, "fits": results, "seconds": seconds, "failures": failures(outcomes)}
-    return exp.write(out, result, rows, markdown, fig)
+    return markdown, fig

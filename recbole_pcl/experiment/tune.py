@@ -33,11 +33,10 @@ from recbole_pcl.experiment.experiment import Experiment
 from recbole_pcl.experiment.runner import Job, failures, run_jobs
 from recbole_pcl.experiment.search import check_space
 from recbole_pcl.pipeline import TaskPipeline
-from recbole_pcl.pipeline.report import write_csv
 from recbole_pcl.utils import get_model
 from recbole_pcl.utils.checkpoint import atomic_write_text
 from recbole_pcl.utils.errors import PCLError
-from recbole_pcl.utils.plots import new_figure, save_figure
+from recbole_pcl.utils.plots import new_figure
 
 
 def search_space(space, check=None):
@@ -155,6 +154,8 @@ def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_a
     trials = []
     for result in grid:
         metrics = result.metrics or {}
+        frame = result.metrics_dataframe
+        reported = frame is not None and "score" in frame
         trials.append(
             {
                 **{k: result.config.get(k) for k in space},
@@ -164,6 +165,8 @@ def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_a
                 "step": metrics.get("step"),
                 "complete": bool(metrics.get("complete")),
                 "error": str(result.error).splitlines()[0] if result.error else None,
+                # what the trial reported, step by step (the page's figure)
+                "curve": [frame["step"].tolist(), frame["score"].tolist()] if reported else None,
             }
         )
     complete = [t for t in trials if t["complete"] and t["score"] is not None]
@@ -177,28 +180,45 @@ def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_a
         f"# Best of {len(trials)} trials of {model} on {dataset} (mean validation metric {best['score']:.4f}).\n"
         + yaml.safe_dump(best_settings, sort_keys=True),
     )
-    write_csv(os.path.join(out, "tune.csv"), trials)
-    # Scores compare only between trials that reached the same tasks: complete trials first.
-    order = sorted(trials, key=lambda t: (not t["complete"], -(t["tasks"] or 0), -(t["score"] or -1)))
-    table = tabulate(order, headers="keys", tablefmt="github")
-    atomic_write_text(
-        os.path.join(out, "tune.md"),
-        f"Ray Tune of {model} on {dataset}: {len(trials)} trials, ASHA; best settings "
-        f"in best.yaml. score: mean best validation metric over the first `tasks` downstream tasks; "
-        f"`step`: the last step the trial reported (task k owns steps (k-1)*epochs+1 .. k*epochs).\n\n{table}\n",
-    )
-    _plot(os.path.join(out, "tune.png"), grid, model, dataset, exp.base["epochs"])
     result = {
+        "model": model,
+        "dataset": dataset,
+        "epochs": exp.base["epochs"],
         "best": best_settings,
         "best_score": best["score"],
         "trials": trials,
         "seconds": round(time.time() - start, 1),
-        "directory": out,
         "failures": {f"trial {i}": t["error"] for i, t in enumerate(trials) if t["error"]},
     }
-    atomic_write_text(os.path.join(out, "tune.json"), json.dumps(result, indent=1))
+    result = exp.write(out, result, [{k: v for k, v in t.items() if k != "curve"} for t in trials], tune_page)
     exp.logger.info(f"tune ({out}): best {best_settings}, mean validation metric {best['score']:.4f}")
     return result
+
+
+def tune_page(result):
+    """The tuning's page and figure from its result file. Scores compare only between trials that
+    reached the same tasks: complete trials first."""
+    trials = [{k: v for k, v in t.items() if k != "curve"} for t in result["trials"]]
+    order = sorted(trials, key=lambda t: (not t["complete"], -(t["tasks"] or 0), -(t["score"] or -1)))
+    markdown = (
+        f"Ray Tune of {result['model']} on {result['dataset']}: {len(trials)} trials, ASHA; best settings "
+        f"in best.yaml. score: mean best validation metric over the first `tasks` downstream tasks; "
+        f"`step`: the last step the trial reported (task k owns steps (k-1)*epochs+1 .. k*epochs).\n\n"
+        f"{tabulate(order, headers='keys', tablefmt='github')}\n"
+    )
+    if not any(t.get("curve") for t in result["trials"]):
+        return markdown, None  # (tune.json files written before the curves were recorded)
+    fig, (ax,) = new_figure(5.5, 3.6)
+    for trial in result["trials"]:
+        if trial.get("curve"):
+            ax.plot(*trial["curve"], marker=".", alpha=0.8, drawstyle="steps-post")
+    epochs = result["epochs"]
+    ax.set_xlabel(f"ASHA step (task k: steps (k-1)*{epochs}+1 .. k*{epochs})")
+    ax.set_ylabel("mean validation metric so far")
+    ax.set_title(
+        f"Ray Tune of {result['model']} on {result['dataset']} (ASHA stops trials that fall behind)", fontsize=9
+    )
+    return markdown, fig
 
 
 def absolute_paths(config):
@@ -213,15 +233,3 @@ def _space_key(definition):
     import hashlib
 
     return hashlib.sha256(json.dumps(definition, sort_keys=True, default=str).encode()).hexdigest()[:6]
-
-
-def _plot(path, grid, model, dataset, epochs):
-    fig, (ax,) = new_figure(5.5, 3.6)
-    for result in grid:
-        frame = result.metrics_dataframe
-        if frame is not None and "score" in frame:
-            ax.plot(frame["step"], frame["score"], marker=".", alpha=0.8, drawstyle="steps-post")
-    ax.set_xlabel(f"ASHA step (task k: steps (k-1)*{epochs}+1 .. k*{epochs})")
-    ax.set_ylabel("mean validation metric so far")
-    ax.set_title(f"Ray Tune of {model} on {dataset} (ASHA stops trials that fall behind)", fontsize=9)
-    save_figure(fig, path)
