@@ -173,7 +173,6 @@ def part_pretrain(dataset, cmd_args, workdir):
 
 def part_tuning(dataset, cmd_args, workdir):
     from recbole_pcl.experiment.compare import run_comparison
-    from recbole_pcl.experiment.statistics import interval
 
     comparison = run_comparison(
         ["PCL", "FineAll"],
@@ -197,15 +196,16 @@ def part_tuning(dataset, cmd_args, workdir):
         metric = "accuracy" if "accuracy" in cells else "hit@10"
         seconds = {m: [runs[f"{m}/fold-{f}"]["stage_seconds"][task] for f in folds] for m in ("PCL", "FineAll")}
         ratios = [p / f for p, f in zip(seconds["PCL"], seconds["FineAll"])]
-        pcl, fine = cells[metric]["folds"], rows["FineAll"]["tasks"][task][metric]["folds"]
+        pcl, fine = cells[metric], rows["FineAll"]["tasks"][task][metric]
+        paired = fine["minus_reference"]  # the comparison's paired difference FineAll - PCL (PCL the reference)
         results[task] = {
             "kind": "class" if metric == "accuracy" else "link",
             "metric": metric,
             "seconds": seconds,
             "ratios": ratios,
-            "PCL": {metric: interval(pcl), "trainable_params": rows["PCL"]["trainable_params"]},
-            "FineAll": {metric: interval(fine), "trainable_params": rows["FineAll"]["trainable_params"]},
-            "difference": interval([p - f for p, f in zip(pcl, fine)]),
+            "PCL": {metric: [pcl["mean"], pcl["ci95"]], "trainable_params": rows["PCL"]["trainable_params"]},
+            "FineAll": {metric: [fine["mean"], fine["ci95"]], "trainable_params": rows["FineAll"]["trainable_params"]},
+            "difference": [-paired["mean"], paired["ci95"]],
         }
     return {"results": results, "folds": folds, **_peak_memory()}
 

@@ -193,16 +193,19 @@ def run_record(identity, outcome, settings):
         stages = outcome["result"]["stages"]
         record.update(
             stage0_seed=stages[0].get("seed"),
-            seconds=round(
-                sum(s["seconds"] for s in stages)
-                / (len(stages) if outcome["result"]["summary"]["strategy"] == "joint" else 1),
-                2,
-            ),
+            seconds=round(run_seconds(outcome["result"]), 2),
             stage_seconds={s["task"]: s["seconds"] for s in stages},
             valid_history={s["task"]: s.get("valid_history", []) for s in stages},
             environment=stages[0].get("environment"),
         )
     return record
+
+
+def run_seconds(result):
+    """A run's training seconds: the sum of its stages (a joint run's stages each record the one
+    joint training, so its seconds once)."""
+    stages = result["stages"]
+    return sum(s["seconds"] for s in stages) / (1 if result["summary"]["strategy"] == "sequential" else len(stages))
 
 
 def tuning_summary(base, methods, folds, trials, chosen, scores):
@@ -274,15 +277,7 @@ def summarise(compared, folds, specs, results, reference=None):
                 }
             )
         ]
-        row["seconds"] = list(
-            interval(
-                [
-                    sum(r["seconds"] for r in run["stages"])
-                    / (1 if described["strategy"] == "sequential" else len(run["stages"]))
-                    for run in runs
-                ]
-            )
-        )
+        row["seconds"] = list(interval([run_seconds(run) for run in runs]))
         for index, spec in enumerate(specs):
             task = {}
             for metric in list(runs[0]["final"][spec.name]) + ["BWT%", "FWT%"]:

@@ -190,15 +190,20 @@ def run_tune(definition, dataset, config_file_list=None, config_dict=None, cmd_a
         "seconds": round(time.time() - start, 1),
         "failures": {f"trial {i}": t["error"] for i, t in enumerate(trials) if t["error"]},
     }
-    result = exp.write(out, result, [{k: v for k, v in t.items() if k != "curve"} for t in trials], tune_page)
+    result = exp.write(out, result, _table_rows(trials), tune_page)
     exp.logger.info(f"tune ({out}): best {best_settings}, mean validation metric {best['score']:.4f}")
     return result
+
+
+def _table_rows(trials):
+    """The trials as table rows (their curves are drawn, not listed)."""
+    return [{k: v for k, v in t.items() if k != "curve"} for t in trials]
 
 
 def tune_page(result):
     """The tuning's page and figure from its result file. Scores compare only between trials that
     reached the same tasks: complete trials first."""
-    trials = [{k: v for k, v in t.items() if k != "curve"} for t in result["trials"]]
+    trials = _table_rows(result["trials"])
     order = sorted(trials, key=lambda t: (not t["complete"], -(t["tasks"] or 0), -(t["score"] or -1)))
     markdown = (
         f"Ray Tune of {result['model']} on {result['dataset']}: {len(trials)} trials, ASHA; best settings "
