@@ -10,8 +10,8 @@ env:
 run: env
 	$(PY) run_recbole_pcl.py --model=PCL --dataset=ml-100k
 
-# Tests, after the linter and the formatter check (ruff.toml).
+# Tests, after the linter and the formatter check (ruff.toml); one pytest worker per core.
 test: env
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist loadgroup tests

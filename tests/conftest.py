@@ -9,6 +9,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one pytest worker per core (make test: -n auto): each keeps to one torch thread, and so do the
+    # processes it starts (Ray workers, benchmark scripts), or their threads wait on each other
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 sys.path.insert(0, str(REPO))
 
 # A one-layer 16-wide SASRec with short sequences and t = 3 prompts, quiet: what every tiny run uses.
@@ -58,21 +65,25 @@ def tiny(tmp_path):
 ML100K_TASKS = yaml.safe_load((REPO / "properties" / "dataset" / "ml-100k.yaml").read_text())["tasks"]
 
 
-@pytest.fixture
-def task_run(tmp_path):
+def task_run_settings(folder):
     """A tiny run on the task sequence: ml-100k's 305 users with 20-40 ratings, T1 and its first three
-    downstream tasks, a one-layer 16-wide SASRec, 2 epochs per stage, serial runs."""
+    downstream tasks, a one-layer 16-wide SASRec, 2 epochs per stage, serial runs, saved in ``folder``."""
     return {
         **TINY_MODEL,
         "user_inter_num_interval": "[20,40]",
         "epochs": 2,
         "contextual_prompt": "random",
-        "checkpoint_dir": str(tmp_path / "saved"),
+        "checkpoint_dir": str(folder / "saved"),
         "train_batch_size": 128,
         "fwt_reference": False,
         "runner": "serial",
         "tasks": copy.deepcopy(ML100K_TASKS[:4]),
     }
+
+
+@pytest.fixture
+def task_run(tmp_path):
+    return task_run_settings(tmp_path)
 
 
 @pytest.fixture

@@ -16,6 +16,9 @@ import pytest
 from recbole_pcl.data.converters import atomic, convert_movielens, convert_tenrec, generate_synthetic_tenrec
 from recbole_pcl.utils.errors import PCLError
 
+# On one pytest worker: its module fixtures (converted datasets) are built once
+pytestmark = pytest.mark.xdist_group("converters")
+
 ML_SMALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"
 RAW_TENREC = [
     "user_id",

@@ -16,6 +16,9 @@ from recbole_pcl.quick_start import run_recbole_pcl
 from recbole_pcl.utils import get_model, model_names
 from recbole_pcl.utils.utils import missing_requirement
 
+# On one pytest worker: its module fixture (the data folder) is built once
+pytestmark = pytest.mark.xdist_group("every_model")
+
 DATASET = "tiny"
 N_USERS, N_ITEMS, PER_USER = 24, 30, 10
 N_ENTITIES_EXTRA = 8  # KG entities that are not items (genres, directors)

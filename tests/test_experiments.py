@@ -10,6 +10,9 @@ from conftest import ML100K_TASKS, REPO
 from recbole_pcl.experiment import run_experiment
 from recbole_pcl.experiment.runner import Job, device_options, run_jobs
 
+# On one pytest worker: its module fixture (a local Ray instance) is started once
+pytestmark = pytest.mark.xdist_group("experiments")
+
 TASKS = ML100K_TASKS[:4]
 
 

@@ -25,6 +25,9 @@ from recbole_pcl.model.recbole_rows import T1, general_training_sets, make_row
 from recbole_pcl.pipeline import TaskPipeline
 from recbole_pcl.utils import PCLError, get_model, safe_load
 
+# On one pytest worker: its module fixtures (a comparison of every listed model) are built once
+pytestmark = pytest.mark.xdist_group("recbole_rows")
+
 TASKS = ML100K_TASKS[:4]
 SEQUENTIAL = ["GRU4Rec", "NARM", "Caser", "NextItNet", "BERT4Rec", "SRGNN", "LightSANs", "CORE"]
 GENERAL = ["Pop", "BPR", "FM"]  # FM: a context-aware model, ranking as the general ones
