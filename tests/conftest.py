@@ -1,3 +1,4 @@
+import contextlib
 import copy
 import os
 import sys
@@ -84,6 +85,23 @@ def task_run_settings(folder):
 @pytest.fixture
 def task_run(tmp_path):
     return task_run_settings(tmp_path)
+
+
+@contextlib.contextmanager
+def module_folder(tmp_path_factory, name):
+    """A fresh folder for a module-scoped fixture's runs, the working directory meanwhile (RecBole
+    writes ./log), with one torch thread (as ``quick_runs``); both restored after."""
+    import torch
+
+    folder = tmp_path_factory.mktemp(name)
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        torch.set_num_threads(1)
+        try:
+            yield folder
+        finally:
+            torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import zipfile
 import pytest
 import torch
 import yaml
-from conftest import ML100K_TASKS, task_run_settings
+from conftest import ML100K_TASKS, module_folder, task_run_settings
 
 import run_experiment
 import run_recbole_pcl as cli
@@ -196,14 +196,15 @@ def test_task_prior_runs_under_both_evaluation_modes(two, mode):
 
 
 # ----- 3. merge ---------------------------------------------------------------------------------------
+MERGE = pytest.mark.xdist_group("merge")  # the merge tests share a worker: it builds their comparison once
+
+
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory):
     """One comparison that the merge tests read (never change): its compare.json."""
     from recbole_pcl.experiment import run_comparison
 
-    folder = tmp_path_factory.mktemp("merge")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)  # RecBole writes ./log
+    with module_folder(tmp_path_factory, "merge") as folder:
         settings = dict(_two(task_run_settings(folder)), n_folds=2)
         result = run_comparison(["TaskPrior", "PCL"], "ml-100k", config_dict=settings)
     return os.path.join(result["directory"], "compare.json")
@@ -218,7 +219,7 @@ def _edited(tmp_path, path, name, edit):
     return str(folder / "compare.json")
 
 
-@pytest.mark.xdist_group("merge")  # one worker builds their comparison
+@MERGE
 def test_merge_refuses_a_mean_that_is_not_its_folds(comparison, tmp_path, capsys):
     def edit(data):
         data["methods"][1]["tasks"]["next_4star"]["hit@10"]["mean"] = 0.9999
@@ -229,7 +230,7 @@ def test_merge_refuses_a_mean_that_is_not_its_folds(comparison, tmp_path, capsys
     assert not (tmp_path / "merged").exists()
 
 
-@pytest.mark.xdist_group("merge")  # one worker builds their comparison
+@MERGE
 def test_merge_of_comparisons_sharing_no_method_needs_the_same_pretraining(comparison, tmp_path, capsys):
     def only(label, other_epochs=None):
         def edit(data):
@@ -250,7 +251,7 @@ def test_merge_of_comparisons_sharing_no_method_needs_the_same_pretraining(compa
     assert f"{other} shares no method with {prior}, and nothing shows they were made on the same data" in line
 
 
-@pytest.mark.xdist_group("merge")  # one worker builds their comparison
+@MERGE
 def test_merge_never_writes_over_its_inputs_or_foreign_files(comparison, tmp_path, capsys):
     folder = os.path.dirname(comparison)
     before = open(comparison).read()

@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 import yaml
-from conftest import ML100K_TASKS, REPO, TINY_MODEL
+from conftest import ML100K_TASKS, REPO, TINY_MODEL, module_folder
 from recbole.model.sequential_recommender.sasrec import SASRec
 from torch import nn
 
@@ -48,16 +48,9 @@ TINY = {
 def comparison(tmp_path_factory):
     """One fold of the README's comparison: PCL, the SASRec row and every listed RecBole model (and
     FM, a context-aware one)."""
-    folder = tmp_path_factory.mktemp("rows")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)  # RecBole writes ./log
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            settings = dict(TINY, checkpoint_dir=str(folder / "saved"), n_folds=2, compare_folds=[0])
-            yield run_comparison(["PCL", "SASRecPerTask", *SEQUENTIAL, *GENERAL], "ml-100k", config_dict=settings)
-        finally:
-            torch.set_num_threads(threads)
+    with module_folder(tmp_path_factory, "rows") as folder:
+        settings = dict(TINY, checkpoint_dir=str(folder / "saved"), n_folds=2, compare_folds=[0])
+        yield run_comparison(["PCL", "SASRecPerTask", *SEQUENTIAL, *GENERAL], "ml-100k", config_dict=settings)
 
 
 @pytest.mark.parametrize("model", SEQUENTIAL + GENERAL)
@@ -201,9 +194,7 @@ def test_the_sasrec_row_is_the_generic_mechanism_with_sasrec(tmp_path, quick_run
 # ----- general models: what they train on, what they rank -------------------------------------------
 @pytest.fixture(scope="module")
 def general_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("general")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
+    with module_folder(tmp_path_factory, "general") as folder:
         config = Config("BPRPerTask", "ml-100k", config_dict=dict(TINY, checkpoint_dir=str(folder), fold=0))
         yield config, ContinualData(config)
 
